@@ -1,0 +1,309 @@
+"""The public ``Agent``: a model, tools, an inbox and the runs between them.
+
+All methods are meant to be called from the event loop's thread. ``steer``,
+``follow_up`` and ``abort`` are synchronous on purpose: they only queue or
+signal, so a UI callback can call them without awaiting anything, and the
+running turn reacts at its next checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, get_args
+
+from steerline.core.errors import (
+    AgentBusyError,
+    InvalidValueError,
+    MessageTooLargeError,
+    SteerlineError,
+)
+from steerline.core.events import AgentEvent, QueueUpdate
+from steerline.core.ids import new_id
+from steerline.core.messages import (
+    AssistantMessage,
+    Message,
+    UserContent,
+    UserMessage,
+    as_user_content,
+    content_size,
+)
+from steerline.models.base import Model
+from steerline.models.demo import DemoModel
+from steerline.runtime.executor import ToolExecution
+from steerline.runtime.hub import EventCallback, EventHub, EventStream
+from steerline.runtime.inbox import (
+    DeliveryMode,
+    EnqueueResult,
+    Inbox,
+    InboxLimits,
+    InboxSnapshot,
+    Lane,
+    QueuedMessage,
+    check_lane,
+)
+from steerline.runtime.retry import RetryPolicy
+from steerline.runtime.run import Run, RunResult, RunSettings, SteeringPolicy
+from steerline.tools.base import Tool
+
+STEERING_POLICIES: tuple[SteeringPolicy, ...] = get_args(SteeringPolicy)
+TOOL_EXECUTIONS: tuple[ToolExecution, ...] = get_args(ToolExecution)
+
+
+def check_policy(value: str) -> SteeringPolicy:
+    if value not in STEERING_POLICIES:
+        raise InvalidValueError(
+            f"unknown steering policy {value!r}; expected one of {', '.join(STEERING_POLICIES)}"
+        )
+    return value
+
+
+def check_tool_execution(value: str) -> ToolExecution:
+    if value not in TOOL_EXECUTIONS:
+        raise InvalidValueError(
+            f"unknown tool execution {value!r}; expected one of {', '.join(TOOL_EXECUTIONS)}"
+        )
+    return value
+
+
+class Agent:
+    """An interactive agent you can steer while it works (SPEC §2.7)."""
+
+    def __init__(
+        self,
+        model: Model | None = None,
+        tools: Iterable[Tool] = (),
+        system_prompt: str = "",
+        *,
+        steering_mode: DeliveryMode = "one-at-a-time",
+        follow_up_mode: DeliveryMode = "one-at-a-time",
+        steering_policy: SteeringPolicy = "after_tool",
+        tool_execution: ToolExecution = "parallel",
+        max_parallel_tools: int = 8,
+        retry: RetryPolicy | None = None,
+        inbox_limits: InboxLimits | None = None,
+        tool_cancel_grace: float = 0.0,
+        messages: Iterable[Message] = (),
+    ) -> None:
+        self.model: Model = model if model is not None else DemoModel()
+        self.tools: list[Tool] = list(tools)
+        self.system_prompt = system_prompt
+        self.steering_policy = steering_policy
+        self.tool_execution = tool_execution
+        self.max_parallel_tools = max_parallel_tools
+        self.retry = retry or RetryPolicy()
+        self.tool_cancel_grace = tool_cancel_grace
+        self.messages: list[Message] = list(messages)
+        """The conversation context, appended to by every run."""
+        self._hub = EventHub()
+        self.inbox = Inbox(
+            limits=inbox_limits,
+            steering_mode=steering_mode,
+            follow_up_mode=follow_up_mode,
+            on_change=self._queue_changed,
+        )
+        self._run: Run | None = None
+
+    # -- settings ------------------------------------------------------------
+    @property
+    def steering_policy(self) -> SteeringPolicy:
+        return self._steering_policy
+
+    @steering_policy.setter
+    def steering_policy(self, value: str) -> None:
+        self._steering_policy = check_policy(value)
+        if getattr(self, "_run", None) is not None:
+            assert self._run is not None
+            self._run.settings.steering_policy = self._steering_policy
+
+    @property
+    def tool_execution(self) -> ToolExecution:
+        return self._tool_execution
+
+    @tool_execution.setter
+    def tool_execution(self, value: str) -> None:
+        self._tool_execution = check_tool_execution(value)
+
+    @property
+    def steering_mode(self) -> DeliveryMode:
+        return self.inbox.mode("steering")
+
+    @steering_mode.setter
+    def steering_mode(self, value: DeliveryMode) -> None:
+        self.inbox.set_mode("steering", value)
+
+    @property
+    def follow_up_mode(self) -> DeliveryMode:
+        return self.inbox.mode("follow_up")
+
+    @follow_up_mode.setter
+    def follow_up_mode(self, value: DeliveryMode) -> None:
+        self.inbox.set_mode("follow_up", value)
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        return self._run is not None
+
+    @property
+    def run_id(self) -> str | None:
+        """The id of the active run, if any."""
+        return self._run.run_id if self._run is not None else None
+
+    def has_queued_messages(self, lane: Lane | None = None) -> bool:
+        return self.inbox.has(check_lane(lane) if lane is not None else None)
+
+    def queue_snapshot(self) -> InboxSnapshot:
+        return self.inbox.snapshot()
+
+    # -- running -------------------------------------------------------------
+    async def prompt(self, content: str | list[UserContent], *, id: str | None = None) -> RunResult:
+        """Start a run with this message and wait for it to end.
+
+        Raises ``AgentBusyError`` if a run is active: use ``steer`` or
+        ``follow_up`` then.
+        """
+        self._ensure_idle()
+        parts = as_user_content(content)
+        self._check_size(parts)
+        message = UserMessage(id=id or new_id("msg"), content=parts, delivery="prompt")
+        self.inbox.remember(message.id)
+        return await self._execute([message], poll_first=True)
+
+    async def continue_(self) -> RunResult:
+        """Start a run from what is queued (steering first), after a run ended.
+
+        With nothing queued, continue from the context if its last message
+        awaits an answer (a user message or tool results).
+        """
+        self._ensure_idle()
+        lanes: tuple[tuple[Lane, Literal["steer", "follow_up"]], ...] = (
+            ("steering", "steer"),
+            ("follow_up", "follow_up"),
+        )
+        for lane, delivery in lanes:
+            queued = self.inbox.take(lane)
+            if queued:
+                initial = [
+                    UserMessage(id=m.id, content=m.content, delivery=delivery) for m in queued
+                ]
+                return await self._execute(initial, poll_first=False)
+        if not self.messages or isinstance(self.messages[-1], AssistantMessage):
+            raise SteerlineError("nothing to continue: no queued message and no pending input")
+        return await self._execute([], poll_first=True)
+
+    async def wait_for_idle(self) -> None:
+        """Return once no run is active."""
+        while self._run is not None:
+            await self._run.done.wait()
+
+    # -- the inbox -----------------------------------------------------------
+    def steer(
+        self,
+        content: str | list[UserContent],
+        *,
+        id: str | None = None,
+        priority: int = 0,
+        interrupt: bool = False,
+    ) -> EnqueueResult:
+        """Queue a steering message: it interrupts the running turn per policy.
+
+        ``interrupt=True`` applies the ``immediate`` policy to this message.
+        While idle, it waits for (and joins the first turn of) the next run.
+        """
+        result = self.inbox.push("steering", content, id=id, priority=priority, interrupt=interrupt)
+        if not result.duplicate and self._run is not None:
+            self._run.on_steer(interrupt)
+        return result
+
+    def follow_up(
+        self, content: str | list[UserContent], *, id: str | None = None, priority: int = 0
+    ) -> EnqueueResult:
+        """Queue a message for when the agent would otherwise stop."""
+        return self.inbox.push("follow_up", content, id=id, priority=priority)
+
+    def clear_queues(self, lane: Lane | None = None) -> list[QueuedMessage]:
+        """Remove and return queued messages (one lane, or both)."""
+        return self.inbox.clear(lane)
+
+    def clear_steering_queue(self) -> list[QueuedMessage]:
+        return self.inbox.clear("steering")
+
+    def clear_follow_up_queue(self) -> list[QueuedMessage]:
+        return self.inbox.clear("follow_up")
+
+    def abort(self, clear_queues: bool = False) -> list[QueuedMessage]:
+        """Stop the active run; queued messages stay unless ``clear_queues``.
+
+        Returns the removed messages (empty unless ``clear_queues``).
+        """
+        removed = self.inbox.clear() if clear_queues else []
+        if self._run is not None:
+            self._run.abort()
+        return removed
+
+    # -- events --------------------------------------------------------------
+    def events(self, *, max_buffer: int | None = None) -> EventStream:
+        """Every event from now on, as an async iterator (close it when done)."""
+        return self._hub.stream(max_buffer)
+
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback`` synchronously for every event; returns unsubscribe."""
+        return self._hub.subscribe(callback)
+
+    @property
+    def event_count(self) -> int:
+        """The ``seq`` of the last emitted event."""
+        return self._hub.seq
+
+    # -- internals -----------------------------------------------------------
+    def _ensure_idle(self) -> None:
+        if self._run is not None:
+            raise AgentBusyError("a run is active; use steer() or follow_up()")
+
+    def _check_size(self, parts: Sequence[UserContent]) -> None:
+        size = content_size(list(parts))
+        if size > self.inbox.limits.max_message_bytes:
+            raise MessageTooLargeError(
+                f"message is {size} bytes; the limit is {self.inbox.limits.max_message_bytes}"
+            )
+
+    def _settings(self) -> RunSettings:
+        tools = {tool.spec.name: tool for tool in self.tools}
+        return RunSettings(
+            model=self.model,
+            tools=tools,
+            tool_specs=[tool.spec for tool in self.tools],
+            system_prompt=self.system_prompt,
+            steering_policy=self._steering_policy,
+            tool_execution=self._tool_execution,
+            max_parallel_tools=self.max_parallel_tools,
+            retry=self.retry,
+            tool_cancel_grace=self.tool_cancel_grace,
+        )
+
+    async def _execute(self, initial: list[UserMessage], *, poll_first: bool) -> RunResult:
+        run = Run(
+            run_id=new_id("run"),
+            settings=self._settings(),
+            inbox=self.inbox,
+            context=self.messages,
+            emit=self._emit,
+        )
+        self._run = run
+        try:
+            return await run.execute(initial, poll_first=poll_first)
+        finally:
+            self._run = None
+
+    def _emit(self, event: AgentEvent) -> None:
+        self._hub.emit(event)
+
+    def _queue_changed(self) -> None:
+        snapshot = self.inbox.snapshot()
+        self._hub.emit(
+            QueueUpdate(
+                run_id=self.run_id or "",
+                steering=snapshot.steering,
+                follow_up=snapshot.follow_up,
+            )
+        )

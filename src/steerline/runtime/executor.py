@@ -1,0 +1,187 @@
+"""Tool execution for one assistant message (SPEC §2.3 and §2.4).
+
+Calls start in call order; every start re-checks whether the call must be
+skipped (a steer under ``after_tool`` / ``immediate``, or an abort), so a
+steer also skips calls waiting behind the parallelism cap. Every call gets
+exactly one result: real, error, cancelled or skipped, with its
+``tool_execution_start`` and ``tool_execution_end`` always emitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+
+from steerline.core.events import (
+    AgentEvent,
+    ToolExecutionEnd,
+    ToolExecutionStart,
+    ToolExecutionUpdate,
+)
+from steerline.core.messages import TextContent, ToolCall, ToolResultMessage
+from steerline.tools.base import Tool, ToolContext, ToolError
+
+ToolExecution = Literal["parallel", "sequential"]
+
+SKIPPED_FOR_STEER = "Skipped due to queued user message."
+CANCELLED_FOR_STEER = "Cancelled due to queued user message."
+SKIPPED_FOR_ABORT = "Skipped due to abort."
+CANCELLED_FOR_ABORT = "Cancelled due to abort."
+SKIPPED_FOR_ERROR = "Skipped because the model reply failed."
+
+
+@dataclass(slots=True)
+class _Running:
+    scope: anyio.CancelScope
+    context: ToolContext
+    cancel_reason: str | None = None
+
+
+@dataclass(slots=True)
+class ToolBatch:
+    """Executes the calls of one assistant message.
+
+    ``skip_reason`` is asked before each start; ``cancel`` (called by the run
+    on abort or an ``immediate`` steer) stops the calls that are running.
+    """
+
+    tools: Mapping[str, Tool]
+    emit: Callable[[AgentEvent], None]
+    skip_reason: Callable[[], str | None]
+    run_id: str
+    mode: ToolExecution = "parallel"
+    max_parallel: int = 8
+    cancel_grace: float = 0.0
+    _running: dict[str, _Running] = field(default_factory=dict)
+
+    async def execute(self, calls: Sequence[ToolCall]) -> list[ToolResultMessage]:
+        results: dict[str, ToolResultMessage] = {}
+        cap = 1 if self.mode == "sequential" else max(1, self.max_parallel)
+        slots = anyio.Semaphore(cap)
+        async with anyio.create_task_group() as group:
+            for call in calls:
+                tool = self.tools.get(call.name)
+                exclusive = cap > 1 and tool is not None and tool.sequential
+                for _ in range(cap if exclusive else 1):
+                    await slots.acquire()
+                reason = self.skip_reason()
+                if reason is not None:
+                    for _ in range(cap if exclusive else 1):
+                        slots.release()
+                    results[call.id] = self._skip(call, reason)
+                    continue
+                self._emit_start(call)
+                group.start_soon(self._run_and_release, call, tool, results, slots, exclusive, cap)
+        return [results[call.id] for call in calls]
+
+    def skip_all(self, calls: Sequence[ToolCall], reason: str) -> list[ToolResultMessage]:
+        """Account for calls that will never run (the reply was cut or failed)."""
+        return [self._skip(call, reason) for call in calls]
+
+    def cancel(self, reason: str) -> None:
+        """Signal every running call, and cancel it after the grace period."""
+        for running in self._running.values():
+            if running.cancel_reason is not None:
+                continue
+            running.cancel_reason = reason
+            running.context.cancelled.set()
+            if self.cancel_grace > 0:
+                deadline = anyio.current_time() + self.cancel_grace
+                running.scope.deadline = min(running.scope.deadline, deadline)
+            else:
+                running.scope.cancel()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # -- internals -----------------------------------------------------------
+    async def _run_and_release(
+        self,
+        call: ToolCall,
+        tool: Tool | None,
+        results: dict[str, ToolResultMessage],
+        slots: anyio.Semaphore,
+        exclusive: bool,
+        cap: int,
+    ) -> None:
+        try:
+            results[call.id] = await self._run(call, tool)
+        finally:
+            for _ in range(cap if exclusive else 1):
+                slots.release()
+
+    def _emit_start(self, call: ToolCall) -> None:
+        self.emit(
+            ToolExecutionStart(
+                run_id=self.run_id, tool_call_id=call.id, tool_name=call.name, args=call.arguments
+            )
+        )
+
+    async def _run(self, call: ToolCall, tool: Tool | None) -> ToolResultMessage:
+        if tool is None:
+            return self._end(call, f"Tool {call.name!r} not found.", is_error=True)
+        if call.invalid_arguments is not None:
+            return self._end(
+                call, f"Invalid arguments for {call.name}: {call.invalid_arguments}", is_error=True
+            )
+        try:
+            arguments = tool.validate(call.arguments)
+        except ToolError as exc:
+            return self._end(call, str(exc), is_error=True)
+
+        def on_update(partial: str) -> None:
+            self.emit(
+                ToolExecutionUpdate(
+                    run_id=self.run_id,
+                    tool_call_id=call.id,
+                    tool_name=call.name,
+                    partial_result=partial,
+                )
+            )
+
+        context = ToolContext(tool_call_id=call.id, tool_name=call.name, on_update=on_update)
+        running = _Running(scope=anyio.CancelScope(), context=context)
+        self._running[call.id] = running
+        text, is_error = "", False
+        try:
+            with running.scope:
+                try:
+                    text = await tool.execute(arguments, context)
+                except ToolError as exc:
+                    text, is_error = str(exc), True
+                except Exception as exc:
+                    text, is_error = f"{type(exc).__name__}: {exc}", True
+        finally:
+            del self._running[call.id]
+        if running.scope.cancelled_caught:
+            text, is_error = running.cancel_reason or CANCELLED_FOR_ABORT, True
+        return self._end(call, text, is_error=is_error)
+
+    def _skip(self, call: ToolCall, reason: str) -> ToolResultMessage:
+        self._emit_start(call)
+        return self._end(call, reason, is_error=True, skipped=True)
+
+    def _end(
+        self, call: ToolCall, text: str, *, is_error: bool, skipped: bool = False
+    ) -> ToolResultMessage:
+        self.emit(
+            ToolExecutionEnd(
+                run_id=self.run_id,
+                tool_call_id=call.id,
+                tool_name=call.name,
+                result=text,
+                is_error=is_error,
+                skipped=skipped,
+            )
+        )
+        return ToolResultMessage(
+            tool_call_id=call.id,
+            tool_name=call.name,
+            content=[TextContent(text=text)],
+            is_error=is_error,
+            skipped=skipped,
+        )
