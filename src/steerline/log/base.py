@@ -1,0 +1,171 @@
+"""The event-log backend interface and the records it stores.
+
+Design rules every backend keeps:
+
+* ``append`` is synchronous and never blocks: it assigns the next ``seq``
+  of the conversation at once (strictly increasing, never reused, even
+  across deletes and restarts) and queues the event for a batched commit.
+  The agent therefore never waits on storage.
+* An event becomes visible to ``read`` / ``wait`` only once it is durable
+  (committed), so no client ever sees an event a crash could take back.
+* Events are stored pre-encoded as the complete wire envelope
+  ``{"event", "data", "seq"}``: transports send the bytes as they are.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from steerline.core.errors import SteerlineError
+
+ConversationStatus = Literal["idle", "running"]
+
+
+class ConversationExistsError(SteerlineError):
+    """The id is in use, or was used by a conversation since deleted."""
+
+    code = "conversation_exists"
+
+
+class RetentionError(SteerlineError):
+    """Asked for events older than the retained log (HTTP 409)."""
+
+    code = "resume_too_old"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    event: str
+    """The wire event name (``message_chunk``, ``done``, ...)."""
+    envelope: bytes
+    """The full JSON envelope, exactly as sent to clients."""
+    run_id: str | None = None
+
+
+@dataclass(slots=True)
+class ConversationRecord:
+    id: str
+    tenant: str = "default"
+    agent_name: str = "demo"
+    status: ConversationStatus = "idle"
+    active_run_id: str | None = None
+    owner: str | None = None
+    """The process that runs ``active_run_id`` (recovery ends runs whose owner is gone)."""
+    steering_mode: str = "one-at-a-time"
+    follow_up_mode: str = "one-at-a-time"
+    steering_policy: str = "after_tool"
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Storage settings; every one has a tested default."""
+
+    retention_events: int | None = None
+    """Keep at most this many events per conversation (None: keep all)."""
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """sqlite durability: NORMAL survives a process crash, FULL power loss."""
+    batch_size: int = 256
+    """Most events committed in one transaction."""
+    hot_tail: int = 4096
+    """Recent committed events kept in memory per conversation for live readers."""
+
+
+class EventLog(abc.ABC):
+    """A store of conversations, their event logs and their runtime state."""
+
+    # -- lifecycle -------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open storage; must be called in the event loop that will use the log."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Commit everything appended so far, then release storage."""
+
+    # -- conversations ---------------------------------------------------------
+    @abc.abstractmethod
+    async def create_conversation(self, record: ConversationRecord) -> None:
+        """Store a new conversation; ``ConversationExistsError`` if the id was ever used."""
+
+    @abc.abstractmethod
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        """The conversation, or None if unknown or deleted."""
+
+    @abc.abstractmethod
+    async def update_conversation(self, record: ConversationRecord) -> None:
+        """Persist changed fields of an existing conversation (ordered after prior appends)."""
+
+    @abc.abstractmethod
+    async def list_conversations(
+        self, tenant: str, *, limit: int = 50, offset: int = 0
+    ) -> list[ConversationRecord]:
+        """A tenant's conversations, most recently updated first."""
+
+    @abc.abstractmethod
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete events and state; the id stays reserved. False if unknown."""
+
+    @abc.abstractmethod
+    async def running_conversations(self) -> list[ConversationRecord]:
+        """Conversations whose status is ``running`` (for crash recovery)."""
+
+    # -- events ----------------------------------------------------------------
+    @abc.abstractmethod
+    def append(
+        self,
+        conversation_id: str,
+        event: str,
+        envelope_without_seq: bytes,
+        run_id: str | None = None,
+    ) -> int:
+        """Queue one event and return its ``seq`` at once (never blocks).
+
+        ``envelope_without_seq`` is the encoded object ``{"event":…,"data":…}``;
+        the backend stores :func:`seal_envelope` of it (``"seq"`` added last).
+        The conversation must have been created or fetched through this log.
+        """
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Return once everything appended before the call is committed."""
+
+    @abc.abstractmethod
+    def committed_seq(self, conversation_id: str) -> int:
+        """The highest committed ``seq`` of the conversation (0 if none)."""
+
+    @abc.abstractmethod
+    async def read(self, conversation_id: str, after: int, limit: int = 1000) -> list[StoredEvent]:
+        """Committed events with ``seq > after``, oldest first, at most ``limit``.
+
+        Raises ``RetentionError`` if events after ``after`` were dropped by
+        retention (a gap would follow).
+        """
+
+    @abc.abstractmethod
+    async def oldest_seq(self, conversation_id: str) -> int:
+        """The smallest retained ``seq`` (0 when the log is empty): reads start
+        at ``oldest_seq - 1`` to replay "the retained log from its start"."""
+
+    @abc.abstractmethod
+    async def wait(self, conversation_id: str, after: int) -> None:
+        """Return once ``committed_seq > after`` (or the conversation is deleted)."""
+
+    # -- runtime state ---------------------------------------------------------
+    @abc.abstractmethod
+    def put_state(self, conversation_id: str, key: str, value: bytes) -> None:
+        """Queue a state blob (context, inbox) for commit, ordered with events."""
+
+    @abc.abstractmethod
+    async def get_state(self, conversation_id: str, key: str) -> bytes | None:
+        """The last committed blob for ``key``."""
+
+
+def seal_envelope(envelope_without_seq: bytes, seq: int) -> bytes:
+    """Add ``"seq": N`` to an encoded ``{"event":…,"data":…}`` object."""
+    return b'%s,"seq":%d}' % (envelope_without_seq[:-1], seq)

@@ -1,0 +1,58 @@
+"""In-memory bookkeeping shared by the backends: seq counters, hot tail, wake-ups.
+
+Live viewers read recent events from the hot tail instead of storage, and
+wait on one ``anyio.Event`` per conversation that is replaced at every
+commit, so a commit wakes every waiting viewer with one ``set()``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio
+
+from steerline.log.base import StoredEvent
+
+
+@dataclass(slots=True)
+class ConversationTail:
+    assigned_seq: int = 0
+    """The last seq handed out by ``append`` (committed or not)."""
+    committed_seq: int = 0
+    hot: deque[StoredEvent] = field(default_factory=deque)
+    hot_limit: int = 4096
+    deleted: bool = False
+    _signal: anyio.Event = field(default_factory=anyio.Event)
+
+    def next_seq(self) -> int:
+        self.assigned_seq += 1
+        return self.assigned_seq
+
+    def committed(self, events: list[StoredEvent]) -> None:
+        """Record newly durable events and wake the viewers waiting for them."""
+        if not events:
+            return
+        self.hot.extend(events)
+        while len(self.hot) > self.hot_limit:
+            self.hot.popleft()
+        self.committed_seq = max(self.committed_seq, events[-1].seq)
+        self.wake()
+
+    def wake(self) -> None:
+        self._signal.set()
+        self._signal = anyio.Event()
+
+    def from_hot(self, after: int, limit: int) -> list[StoredEvent] | None:
+        """Events with seq > after from memory, or None if memory does not reach back."""
+        hot = self.hot
+        if after >= self.committed_seq:
+            return []
+        if not hot or hot[0].seq > after + 1:
+            return None
+        start = after + 1 - hot[0].seq
+        return [hot[i] for i in range(start, min(len(hot), start + limit))]
+
+    async def wait(self, after: int) -> None:
+        while self.committed_seq <= after and not self.deleted:
+            await self._signal.wait()
