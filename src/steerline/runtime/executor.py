@@ -56,6 +56,7 @@ class ToolBatch:
     max_parallel: int = 8
     cancel_grace: float = 0.0
     _running: dict[str, _Running] = field(default_factory=dict)
+    _cancel_reason: str | None = None
 
     async def execute(self, calls: Sequence[ToolCall]) -> list[ToolResultMessage]:
         results: dict[str, ToolResultMessage] = {}
@@ -82,17 +83,25 @@ class ToolBatch:
         return [self._skip(call, reason) for call in calls]
 
     def cancel(self, reason: str) -> None:
-        """Signal every running call, and cancel it after the grace period."""
+        """Signal every running call, and cancel it after the grace period.
+
+        A call whose start was already emitted but whose task has not run yet
+        counts as running: it is cancelled as soon as it registers.
+        """
+        self._cancel_reason = self._cancel_reason or reason
         for running in self._running.values():
-            if running.cancel_reason is not None:
-                continue
-            running.cancel_reason = reason
-            running.context.cancelled.set()
-            if self.cancel_grace > 0:
-                deadline = anyio.current_time() + self.cancel_grace
-                running.scope.deadline = min(running.scope.deadline, deadline)
-            else:
-                running.scope.cancel()
+            self._cancel_one(running, reason)
+
+    def _cancel_one(self, running: _Running, reason: str) -> None:
+        if running.cancel_reason is not None:
+            return
+        running.cancel_reason = reason
+        running.context.cancelled.set()
+        if self.cancel_grace > 0:
+            deadline = anyio.current_time() + self.cancel_grace
+            running.scope.deadline = min(running.scope.deadline, deadline)
+        else:
+            running.scope.cancel()
 
     @property
     def running(self) -> int:
@@ -146,6 +155,8 @@ class ToolBatch:
         context = ToolContext(tool_call_id=call.id, tool_name=call.name, on_update=on_update)
         running = _Running(scope=anyio.CancelScope(), context=context)
         self._running[call.id] = running
+        if self._cancel_reason is not None:
+            self._cancel_one(running, self._cancel_reason)
         text, is_error = "", False
         try:
             with running.scope:

@@ -1,0 +1,1 @@
+"""The ``steerline`` command line."""

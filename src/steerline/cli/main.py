@@ -1,0 +1,113 @@
+"""``steerline`` console script: run the demo agent, serve, chat."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import anyio
+import typer
+from rich.console import Console
+
+from steerline.cli.render import EventPrinter
+from steerline.core.events import (
+    AgentEvent,
+    ToolExecutionStart,
+    TurnEnd,
+    encode_event,
+)
+from steerline.models.demo import DemoModel
+from steerline.runtime.agent import Agent, check_policy
+from steerline.runtime.inbox import check_delivery_mode
+from steerline.tools.builtin import demo_tools
+
+app = typer.Typer(
+    help="steerline: a runtime and server for interactive, steerable AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """steerline: a runtime and server for interactive, steerable AI agents."""
+
+
+@app.command()
+def run(
+    text: Annotated[str, typer.Argument(help="The prompt; demo directives like /call work.")],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one native event per line as JSON.")
+    ] = False,
+    steer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--steer",
+            help="Steer with this text when the first tool starts (or the first turn ends).",
+        ),
+    ] = None,
+    follow_up: Annotated[
+        list[str] | None, typer.Option("--follow-up", help="Queue this follow-up message.")
+    ] = None,
+    policy: Annotated[str, typer.Option(help="immediate | after_tool | after_turn")] = "after_tool",
+    steering_mode: Annotated[str, typer.Option(help="one-at-a-time | all")] = "one-at-a-time",
+    follow_up_mode: Annotated[str, typer.Option(help="one-at-a-time | all")] = "one-at-a-time",
+) -> None:
+    """Run the offline demo agent in-process and print its events as they stream."""
+    try:
+        agent = Agent(
+            model=DemoModel(),
+            tools=demo_tools(),
+            steering_policy=check_policy(policy),
+            steering_mode=check_delivery_mode(steering_mode),
+            follow_up_mode=check_delivery_mode(follow_up_mode),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if json_output:
+        out = sys.stdout.buffer
+
+        def show(event: AgentEvent) -> None:
+            out.write(encode_event(event) + b"\n")
+            out.flush()
+    else:
+        show = EventPrinter(Console(highlight=False))
+    pending_steers = list(steer or [])
+
+    def on_event(event: AgentEvent) -> None:
+        try:
+            show(event)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+            agent.abort()
+            return
+        busy = isinstance(event, ToolExecutionStart | TurnEnd)
+        if busy and pending_steers:
+            for message in pending_steers:
+                agent.steer(message)
+            pending_steers.clear()
+
+    agent.subscribe(on_event)
+
+    async def main() -> int:
+        for message in follow_up or []:
+            agent.follow_up(message)
+        async with anyio.create_task_group() as group:
+            result_holder: list[str] = []
+
+            async def prompt() -> None:
+                result = await agent.prompt(text)
+                result_holder.append(result.stop_reason)
+
+            group.start_soon(prompt)
+        return 0 if result_holder == ["completed"] else 1
+
+    code = anyio.run(main)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = 0
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
