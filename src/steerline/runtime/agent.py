@@ -165,11 +165,11 @@ class Agent:
         self._ensure_idle()
         parts = as_user_content(content)
         self._check_size(parts)
-        message = UserMessage(id=id or new_id("msg"), content=parts, delivery="prompt")
+        message = UserMessage(id=id or new_id("msg"), content=parts, delivery=delivery)
         self.inbox.remember(message.id)
-        return await self._execute([message], poll_first=True)
+        return await self._execute([message], poll_first=True, run_id=run_id)
 
-    async def continue_(self) -> RunResult:
+    async def continue_(self, *, run_id: str | None = None) -> RunResult:
         """Start a run from what is queued (steering first), after a run ended.
 
         With nothing queued, continue from the context if its last message
@@ -186,10 +186,10 @@ class Agent:
                 initial = [
                     UserMessage(id=m.id, content=m.content, delivery=delivery) for m in queued
                 ]
-                return await self._execute(initial, poll_first=False)
+                return await self._execute(initial, poll_first=False, run_id=run_id)
         if not self.messages or isinstance(self.messages[-1], AssistantMessage):
             raise SteerlineError("nothing to continue: no queued message and no pending input")
-        return await self._execute([], poll_first=True)
+        return await self._execute([], poll_first=True, run_id=run_id)
 
     async def wait_for_idle(self) -> None:
         """Return once no run is active."""
@@ -281,9 +281,11 @@ class Agent:
             tool_cancel_grace=self.tool_cancel_grace,
         )
 
-    async def _execute(self, initial: list[UserMessage], *, poll_first: bool) -> RunResult:
+    async def _execute(
+        self, initial: list[UserMessage], *, poll_first: bool, run_id: str | None = None
+    ) -> RunResult:
         run = Run(
-            run_id=new_id("run"),
+            run_id=run_id or new_id("run"),
             settings=self._settings(),
             inbox=self.inbox,
             context=self.messages,
