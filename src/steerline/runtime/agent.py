@@ -156,11 +156,19 @@ class Agent:
         return self.inbox.snapshot()
 
     # -- running -------------------------------------------------------------
-    async def prompt(self, content: str | list[UserContent], *, id: str | None = None) -> RunResult:
+    async def prompt(
+        self,
+        content: str | list[UserContent],
+        *,
+        id: str | None = None,
+        run_id: str | None = None,
+        delivery: Literal["prompt", "steer", "follow_up"] = "prompt",
+    ) -> RunResult:
         """Start a run with this message and wait for it to end.
 
         Raises ``AgentBusyError`` if a run is active: use ``steer`` or
-        ``follow_up`` then.
+        ``follow_up`` then. ``run_id`` lets a caller know the run's id before
+        it starts (the server correlates log events with it).
         """
         self._ensure_idle()
         parts = as_user_content(content)
