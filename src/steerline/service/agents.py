@@ -1,0 +1,53 @@
+"""The agents a server offers, by name; ``demo`` is always there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from steerline.core.errors import SteerlineError
+from steerline.models.demo import DemoModel
+from steerline.runtime.agent import Agent
+from steerline.tools.builtin import demo_tools
+
+
+class UnknownAgentError(SteerlineError):
+    code = "unknown_agent"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    name: str
+    build: Callable[[], Agent]
+    """A fresh Agent for a new (or reloaded) conversation."""
+    description: str = ""
+    provider: str = "demo"
+    model: str = "demo"
+
+
+def demo_spec() -> AgentSpec:
+    return AgentSpec(
+        name="demo",
+        build=lambda: Agent(model=DemoModel(), tools=demo_tools()),
+        description="Offline demo agent: echoes, obeys /call, /think and /delay directives.",
+    )
+
+
+class AgentRegistry:
+    def __init__(self, specs: Iterable[AgentSpec] = ()) -> None:
+        self._specs: dict[str, AgentSpec] = {}
+        for spec in (demo_spec(), *specs):
+            self._specs[spec.name] = spec
+
+    def get(self, name: str) -> AgentSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._specs))
+            raise UnknownAgentError(f"unknown agent {name!r}; known agents: {known}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+    def specs(self) -> list[AgentSpec]:
+        return list(self._specs.values())

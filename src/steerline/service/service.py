@@ -1,0 +1,207 @@
+"""``ConversationService``: creates, loads, recovers and shuts down conversations."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from steerline.core.errors import SteerlineError
+from steerline.core.ids import new_id
+from steerline.log.base import ConversationRecord, EventLog
+from steerline.runtime.inbox import InboxLimits
+from steerline.service.agents import AgentRegistry
+from steerline.service.conversation import Conversation
+from steerline.service.state import CONTEXT_KEY, INBOX_KEY, decode_context, decode_inbox
+
+logger = logging.getLogger("steerline.service")
+
+
+class ConversationNotFoundError(SteerlineError):
+    code = "conversation_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLimits:
+    auto_continue: bool = True
+    """A message accepted while a conversation is idle starts a run."""
+    inbox: InboxLimits = field(default_factory=InboxLimits)
+    shutdown_grace: float = 10.0
+    """Seconds running tasks get to finish at shutdown before they are aborted."""
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id('proc')}"
+
+
+class ConversationService:
+    """Entered as an async context manager for the server's lifetime."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        registry: AgentRegistry | None = None,
+        limits: ServiceLimits | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.log = log
+        self.registry = registry or AgentRegistry()
+        self.limits = limits or ServiceLimits()
+        self.owner = owner or default_owner()
+        self._live: dict[str, Conversation] = {}
+        self._loading: dict[str, anyio.Lock] = {}
+        self._group: TaskGroup | None = None
+        self.shutting_down = anyio.Event()
+        self.runs_started = 0
+
+    async def __aenter__(self) -> ConversationService:
+        await self.log.open()
+        self._group = await anyio.create_task_group().__aenter__()
+        await self.recover()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+        assert self._group is not None
+        self._group.cancel_scope.cancel()
+        await self._group.__aexit__(None, None, None)
+        await self.log.close()
+
+    # -- lookup ------------------------------------------------------------------
+    async def create(
+        self, tenant: str, agent_name: str = "demo", conversation_id: str | None = None
+    ) -> Conversation:
+        spec = self.registry.get(agent_name)
+        record = ConversationRecord(
+            id=conversation_id or new_id("conv"), tenant=tenant, agent_name=spec.name
+        )
+        await self.log.create_conversation(record)
+        conversation = self._bind(record)
+        conversation.translator.conversation_started()
+        await self.log.flush()
+        return conversation
+
+    async def get(self, tenant: str, conversation_id: str) -> Conversation:
+        live = self._live.get(conversation_id)
+        if live is not None:
+            if live.record.tenant != tenant:
+                raise self._not_found(conversation_id)
+            return live
+        lock = self._loading.setdefault(conversation_id, anyio.Lock())
+        async with lock:
+            live = self._live.get(conversation_id)
+            if live is None:
+                record = await self.log.get_conversation(conversation_id)
+                if record is None:
+                    raise self._not_found(conversation_id)
+                live = await self._load(record)
+        if live.record.tenant != tenant:
+            raise self._not_found(conversation_id)
+        return live
+
+    async def get_or_create(
+        self, tenant: str, conversation_id: str | None, agent_name: str | None
+    ) -> tuple[Conversation, bool]:
+        if conversation_id is not None:
+            try:
+                return await self.get(tenant, conversation_id), False
+            except ConversationNotFoundError:
+                if await self.log.get_conversation(conversation_id) is not None:
+                    raise
+        return await self.create(tenant, agent_name or "demo", conversation_id), True
+
+    async def list_records(
+        self, tenant: str, *, limit: int, offset: int
+    ) -> list[ConversationRecord]:
+        records = await self.log.list_conversations(tenant, limit=limit, offset=offset)
+        for record in records:
+            live = self._live.get(record.id)
+            if live is not None:
+                record.status = "running" if live.busy else "idle"
+        return records
+
+    async def delete(self, tenant: str, conversation_id: str) -> None:
+        conversation = await self.get(tenant, conversation_id)
+        conversation.agent.abort()
+        with anyio.move_on_after(self.limits.shutdown_grace):
+            await conversation.idle.wait()
+        self._live.pop(conversation_id, None)
+        await self.log.delete_conversation(conversation_id)
+
+    def live_conversations(self) -> list[Conversation]:
+        return list(self._live.values())
+
+    # -- internals -----------------------------------------------------------------
+    def _not_found(self, conversation_id: str) -> ConversationNotFoundError:
+        return ConversationNotFoundError(f"conversation {conversation_id!r} not found")
+
+    def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._group is None:
+            raise SteerlineError("the service is not running")
+        self.runs_started += 1
+        self._group.start_soon(job)
+
+    def _bind(self, record: ConversationRecord) -> Conversation:
+        agent = self.registry.get(record.agent_name).build()
+        agent.inbox.limits = self.limits.inbox
+        conversation = Conversation(record, agent, self.log, self._spawn, self.owner)
+        self._live[record.id] = conversation
+        return conversation
+
+    async def _load(self, record: ConversationRecord) -> Conversation:
+        conversation = self._bind(record)
+        context = await self.log.get_state(record.id, CONTEXT_KEY)
+        if context is not None:
+            conversation.agent.messages[:] = decode_context(context)
+        inbox = await self.log.get_state(record.id, INBOX_KEY)
+        if inbox is not None:
+            state = decode_inbox(inbox)
+            conversation.agent.inbox.restore(state.messages, state.seen_ids)
+        return conversation
+
+    async def recover(self) -> None:
+        """End runs that a dead process left active (SPEC §4 recovery).
+
+        Their queued messages are kept and start nothing by themselves.
+        """
+        for record in await self.log.running_conversations():
+            if record.owner == self.owner:
+                continue
+            conversation = await self._load(record)
+            run_id = record.active_run_id or new_id("run")
+            conversation.translator.run_failed(
+                run_id, "run_lost", "the process running this task stopped unexpectedly"
+            )
+            record.status = "idle"
+            record.active_run_id = None
+            record.owner = None
+            await self.log.update_conversation(record)
+            logger.warning("recovered conversation %s: run %s failed", record.id, run_id)
+        await self.log.flush()
+
+    async def shutdown(self) -> None:
+        """Let running tasks finish within the grace period, then abort them."""
+        self.shutting_down.set()
+        busy = [c for c in self._live.values() if c.busy]
+        with anyio.move_on_after(self.limits.shutdown_grace):
+            for conversation in busy:
+                await conversation.idle.wait()
+        for conversation in busy:
+            if conversation.busy:
+                conversation.agent.abort()
+        with anyio.move_on_after(5):
+            for conversation in busy:
+                await conversation.idle.wait()
+        await self.log.flush()

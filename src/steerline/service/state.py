@@ -1,0 +1,37 @@
+"""Encoding of the runtime state a conversation persists besides its log."""
+
+from __future__ import annotations
+
+import msgspec
+
+from steerline.core.messages import Message
+from steerline.runtime.inbox import QueuedMessage
+
+
+class InboxState(msgspec.Struct):
+    messages: list[QueuedMessage]
+    seen_ids: list[str]
+
+
+_encoder = msgspec.json.Encoder()
+_context_decoder = msgspec.json.Decoder(list[Message])
+_inbox_decoder = msgspec.json.Decoder(InboxState)
+
+CONTEXT_KEY = "context"
+INBOX_KEY = "inbox"
+
+
+def encode_context(messages: list[Message]) -> bytes:
+    return _encoder.encode(messages)
+
+
+def decode_context(data: bytes) -> list[Message]:
+    return _context_decoder.decode(data)
+
+
+def encode_inbox(messages: list[QueuedMessage], seen_ids: list[str]) -> bytes:
+    return _encoder.encode(InboxState(messages=messages, seen_ids=seen_ids))
+
+
+def decode_inbox(data: bytes) -> InboxState:
+    return _inbox_decoder.decode(data)

@@ -1,0 +1,62 @@
+"""The ValueCell envelope ``{"event", "data", "seq"}`` and its ``data`` shape.
+
+``None`` fields are omitted (msgspec ``omit_defaults``), as ValueCell's
+pydantic models do with ``exclude_none``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+import msgspec
+
+WireRole = Literal["user", "agent", "system"]
+
+
+class WireEvent(StrEnum):
+    """Every event name of SPEC §3.2."""
+
+    CONVERSATION_STARTED = "conversation_started"
+    THREAD_STARTED = "thread_started"
+    TASK_STARTED = "task_started"
+    TASK_COMPLETED = "task_completed"
+    TASK_FAILED = "task_failed"
+    TASK_CANCELLED = "task_cancelled"
+    REASONING_STARTED = "reasoning_started"
+    REASONING = "reasoning"
+    REASONING_COMPLETED = "reasoning_completed"
+    MESSAGE_CHUNK = "message_chunk"
+    MESSAGE = "message"
+    TOOL_CALL_STARTED = "tool_call_started"
+    TOOL_CALL_COMPLETED = "tool_call_completed"
+    COMPONENT_GENERATOR = "component_generator"
+    PLAN_REQUIRE_USER_INPUT = "plan_require_user_input"
+    SYSTEM_FAILED = "system_failed"
+    DONE = "done"
+    MESSAGE_QUEUED = "message_queued"
+    QUEUE_UPDATED = "queue_updated"
+
+
+class UnifiedResponseData(msgspec.Struct, kw_only=True, omit_defaults=True):
+    conversation_id: str
+    role: WireRole
+    item_id: str
+    thread_id: str | None = None
+    task_id: str | None = None
+    agent_name: str | None = None
+    payload: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class _Unsealed(msgspec.Struct):
+    event: str
+    data: UnifiedResponseData
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_unsealed(event: WireEvent, data: UnifiedResponseData) -> bytes:
+    """``{"event":…,"data":…}``: the log adds ``"seq"`` when it assigns one."""
+    return _encoder.encode(_Unsealed(event=event.value, data=data))

@@ -1,0 +1,185 @@
+"""Native events → wire events, in one place (SPEC §3.2 mapping).
+
+thread = one delivered user message and the agent work it causes; task = the
+run; item = a paragraph, a reasoning block or a tool call. The translator is
+stateful per conversation: it remembers the current thread and the item ids
+of open blocks.
+
+Decisions where the spec is silent (see docs/protocol.md):
+* streamed text is sent as ``message_chunk`` only; ``message`` is reserved
+  for whole, non-streamed messages, so history merging never counts text twice;
+* ``tool_execution_update`` (partial tool output) is not put on the wire;
+* a retried model attempt's discarded message produces no wire event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from steerline.core.events import (
+    AgentEnd,
+    AgentEvent,
+    AgentStart,
+    MessageStart,
+    MessageUpdate,
+    QueueUpdate,
+    ToolExecutionEnd,
+    ToolExecutionStart,
+)
+from steerline.core.ids import new_id
+from steerline.core.messages import UserMessage
+from steerline.wire.envelope import UnifiedResponseData, WireEvent, WireRole
+
+Sink = Callable[[WireEvent, UnifiedResponseData, str | None], None]
+"""Receives (event name, data, run id) for every wire event, in order."""
+
+_END_EVENT = {
+    "completed": WireEvent.TASK_COMPLETED,
+    "aborted": WireEvent.TASK_CANCELLED,
+    "error": WireEvent.TASK_FAILED,
+}
+
+
+class RunTranslator:
+    """Translates one conversation's native events and hands them to ``sink``."""
+
+    def __init__(self, conversation_id: str, agent_name: str, sink: Sink) -> None:
+        self.conversation_id = conversation_id
+        self.agent_name = agent_name
+        self._sink = sink
+        self.thread_id: str | None = None
+        self.task_id: str | None = None
+        self._block_items: dict[int, str] = {}
+
+    # -- events the service emits itself ---------------------------------------
+    def emit(
+        self,
+        event: WireEvent,
+        role: WireRole,
+        *,
+        payload: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        item_id: str | None = None,
+        task_id: str | None = None,
+        thread_id: str | None = None,
+    ) -> None:
+        data = UnifiedResponseData(
+            conversation_id=self.conversation_id,
+            role=role,
+            item_id=item_id or new_id("item"),
+            thread_id=thread_id if thread_id is not None else self.thread_id,
+            task_id=task_id if task_id is not None else self.task_id,
+            agent_name=self.agent_name,
+            payload=payload,
+            metadata=metadata,
+        )
+        self._sink(event, data, data.task_id)
+
+    def conversation_started(self) -> None:
+        self.emit(WireEvent.CONVERSATION_STARTED, "system", task_id="", thread_id="")
+
+    def message_queued(self, message_id: str, delivery: str, position: int) -> None:
+        self.emit(
+            WireEvent.MESSAGE_QUEUED,
+            "system",
+            payload={"message_id": message_id, "delivery": delivery, "position": position},
+        )
+
+    def run_failed(self, run_id: str, code: str, message: str) -> None:
+        """End a run that cannot end by itself (its process died): SPEC §4 recovery."""
+        self.task_id = run_id
+        self.emit(WireEvent.SYSTEM_FAILED, "system", payload={"code": code, "message": message})
+        self.emit(WireEvent.TASK_FAILED, "agent", payload={"error": message})
+        self.emit(WireEvent.DONE, "system", payload={"stop_reason": "error"})
+        self.task_id = None
+
+    # -- native events ---------------------------------------------------------
+    def __call__(self, event: AgentEvent) -> None:
+        if isinstance(event, MessageUpdate):
+            self._message_update(event)
+        elif isinstance(event, ToolExecutionStart):
+            self.emit(
+                WireEvent.TOOL_CALL_STARTED,
+                "agent",
+                item_id=event.tool_call_id,
+                payload={
+                    "tool_call_id": event.tool_call_id,
+                    "tool_name": event.tool_name,
+                    "tool_args": event.args,
+                },
+            )
+        elif isinstance(event, ToolExecutionEnd):
+            self.emit(
+                WireEvent.TOOL_CALL_COMPLETED,
+                "agent",
+                item_id=event.tool_call_id,
+                payload={
+                    "tool_call_id": event.tool_call_id,
+                    "tool_name": event.tool_name,
+                    "tool_result": event.result,
+                    "is_error": event.is_error,
+                    "skipped": event.skipped,
+                },
+            )
+        elif isinstance(event, MessageStart) and isinstance(event.message, UserMessage):
+            message = event.message
+            self.thread_id = new_id("thread")
+            self.emit(
+                WireEvent.THREAD_STARTED,
+                "user",
+                item_id=message.id,
+                payload={"content": message.text},
+                metadata={"delivery": message.delivery, "message_id": message.id},
+            )
+        elif isinstance(event, QueueUpdate):
+            self.emit(
+                WireEvent.QUEUE_UPDATED,
+                "system",
+                payload={
+                    "steering": msgspec.to_builtins(event.steering),
+                    "follow_up": msgspec.to_builtins(event.follow_up),
+                },
+            )
+        elif isinstance(event, AgentStart):
+            self.task_id = event.run_id
+            self.emit(WireEvent.TASK_STARTED, "agent")
+        elif isinstance(event, AgentEnd):
+            payload: dict[str, Any] = {"stop_reason": event.stop_reason}
+            if event.error_message:
+                payload["error"] = event.error_message
+            self.emit(_END_EVENT[event.stop_reason], "agent", payload=payload)
+            self.emit(WireEvent.DONE, "system", payload={"stop_reason": event.stop_reason})
+            self.task_id = None
+
+    def _message_update(self, event: MessageUpdate) -> None:
+        delta = event.delta
+        kind = delta.kind
+        if kind == "text_start" or kind == "thinking_start":
+            item = self._block_items[delta.content_index] = new_id("item")
+            if kind == "thinking_start":
+                self.emit(WireEvent.REASONING_STARTED, "agent", item_id=item)
+        elif kind == "text_delta":
+            self.emit(
+                WireEvent.MESSAGE_CHUNK,
+                "agent",
+                item_id=self._block_items.get(delta.content_index),
+                payload={"content": delta.delta},
+            )
+        elif kind == "thinking_delta":
+            self.emit(
+                WireEvent.REASONING,
+                "agent",
+                item_id=self._block_items.get(delta.content_index),
+                payload={"content": delta.delta},
+            )
+        elif kind == "thinking_end":
+            self.emit(
+                WireEvent.REASONING_COMPLETED,
+                "agent",
+                item_id=self._block_items.pop(delta.content_index, None),
+            )
+        elif kind == "text_end":
+            self._block_items.pop(delta.content_index, None)
