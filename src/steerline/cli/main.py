@@ -109,5 +109,28 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    store: Annotated[
+        str, typer.Option(help="memory://, sqlite:///relative.db or sqlite:////abs.db")
+    ] = "sqlite:///steerline.db",
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback bind without API keys.")
+    ] = False,
+) -> None:
+    """Run the HTTP server (SSE, NDJSON, WebSocket) with the demo agent."""
+    from steerline.cli.serve import serve as run_server
+    from steerline.server.settings import InsecureBindError, ServerSettings
+
+    settings = ServerSettings(host=host, port=port, store=store, insecure=insecure)
+    try:
+        run_server(settings)
+    except InsecureBindError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app()

@@ -1,0 +1,490 @@
+"""The HTTP API of SPEC §3.4 (FastAPI for validation and the OpenAPI page at /docs).
+
+Routes only parse, authenticate and call the service; streaming responses are
+views of the event log built by :mod:`steerline.transports`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import msgspec
+from fastapi import Body, Depends, FastAPI, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from steerline.core.errors import SteerlineError
+from steerline.log.base import EventLog
+from steerline.log.factory import open_log
+from steerline.runtime.inbox import QueuedMessage, check_lane
+from steerline.server.auth import TenantGate
+from steerline.server.body_limit import BodyLimitMiddleware
+from steerline.server.errors import HTTPError, error_response, steerline_error_response
+from steerline.server.history import build_history
+from steerline.server.metrics import Metrics
+from steerline.server.settings import ServerSettings
+from steerline.service.agents import AgentRegistry
+from steerline.service.conversation import Conversation, check_submit_mode
+from steerline.service.service import ConversationService
+from steerline.transports.framing import choose_framing
+from steerline.transports.http_stream import LogStreamResponse
+from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamRegistry
+from steerline.transports.websocket import WebSocketSession
+
+logger = logging.getLogger("steerline.server")
+
+_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(eq=False)
+class ServerState:
+    """Everything a request handler needs, created once per app."""
+
+    settings: ServerSettings
+    log: EventLog
+    registry: AgentRegistry
+    gate: TenantGate
+    metrics: Metrics = field(default_factory=Metrics)
+    streams: StreamRegistry = field(default_factory=StreamRegistry)
+    service: ConversationService | None = None
+
+    def begin_shutdown(self) -> None:
+        """Stop streams with a resume hint (called on SIGTERM, before connections drain)."""
+        self.streams.shutdown()
+        if self.service is not None:
+            self.service.shutting_down.set()
+
+    @property
+    def conversations(self) -> ConversationService:
+        if self.service is None:
+            raise HTTPError(503, "unavailable", "the server is starting or stopping")
+        return self.service
+
+
+# -- request bodies --------------------------------------------------------------
+class AgentStreamRequest(BaseModel):
+    """ValueCell's ``AgentStreamRequest``; extra fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    query: str = Field(min_length=1)
+    agent_name: str | None = None
+    conversation_id: str | None = None
+    mode: str = "auto"
+    message_id: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: int = 0
+
+
+class MessageRequest(BaseModel):
+    content: str = Field(min_length=1)
+    mode: Literal["steer", "follow_up"] = "follow_up"
+    id: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: int = 0
+
+
+class AbortRequest(BaseModel):
+    clear_queues: bool = False
+
+
+class ModesRequest(BaseModel):
+    steering_mode: Literal["one-at-a-time", "all"] | None = None
+    follow_up_mode: Literal["one-at-a-time", "all"] | None = None
+    steering_policy: Literal["immediate", "after_tool", "after_turn"] | None = None
+
+
+def _queued(messages: list[QueuedMessage]) -> list[Any]:
+    return [msgspec.to_builtins(m.view()) for m in messages]
+
+
+def _parse_event_id(value: str | None, source: str) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit():
+        raise HTTPError(400, "invalid_event_id", f"{source} must be a non-negative integer")
+    return int(value)
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.steerline
+    return state
+
+
+def _tenant(request: Request) -> str:
+    """Authenticate the request and charge it to the tenant's rate limit."""
+    state = _state(request)
+    name = state.gate.authenticate(request.headers, request.query_params)
+    state.gate.check_rate(name)
+    return name
+
+
+Tenant = Annotated[str, Depends(_tenant)]
+
+
+async def _conversation(
+    conversation_id: str, request: Request, tenant_name: Tenant
+) -> Conversation:
+    return await _state(request).conversations.get(tenant_name, conversation_id)
+
+
+Conv = Annotated[Conversation, Depends(_conversation)]
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    registry: AgentRegistry | None = None,
+    log: EventLog | None = None,
+) -> FastAPI:
+    """Build the ASGI app; the service starts and stops with its lifespan."""
+    settings = settings or ServerSettings()
+    state = ServerState(
+        settings=settings,
+        log=log or open_log(settings.store, settings.log),
+        registry=registry or AgentRegistry(),
+        gate=TenantGate(settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with ConversationService(state.log, state.registry, settings.service) as service:
+            state.service = service
+            try:
+                yield
+            finally:
+                state.begin_shutdown()
+        state.service = None
+
+    app = FastAPI(
+        title="steerline",
+        summary="Steerable agents with durable, resumable event streams.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.steerline = state
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    _install_error_handlers(app, state)
+
+    def stream(
+        request: Request,
+        tenant_name: str,
+        conv: Conversation,
+        plan: StreamPlan,
+        on_disconnect: str,
+    ) -> _StreamingEndpoint:
+        if on_disconnect not in ("continue", "cancel"):
+            raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
+        kind = choose_framing(request.headers.get("accept"))
+        release = state.gate.open_stream(tenant_name)
+        state.metrics.live_streams.labels(kind).inc()
+        tail = LogTail(state.log, conv.id, plan, settings.stream, state.streams)
+
+        def closed(reason: EndReason, events: int) -> None:
+            release()
+            state.metrics.live_streams.labels(kind).dec()
+            state.metrics.events.labels(kind).inc(events)
+            if reason is EndReason.SLOW:
+                state.metrics.dropped.inc()
+
+        def disconnected() -> None:
+            if on_disconnect == "cancel" and conv.busy:
+                conv.agent.abort()
+
+        return _StreamingEndpoint(
+            LogStreamResponse(tail, kind, on_disconnect=disconnected, on_close=closed),
+            release,
+        )
+
+    api = "/api/v1"
+
+    @app.post(f"{api}/agents/stream", tags=["streams"], response_model=None)
+    async def agents_stream(
+        request: Request,
+        body: AgentStreamRequest,
+        tenant_name: Tenant,
+        on_disconnect: str = "continue",
+    ) -> Response | _StreamingEndpoint:
+        """Send a message and stream the conversation until the run handling it is done."""
+        mode = check_submit_mode(body.mode)
+        if body.conversation_id is not None and not _CONVERSATION_ID.match(body.conversation_id):
+            raise HTTPError(400, "invalid_value", "conversation_id has invalid characters")
+        service = state.conversations
+        release = state.gate.open_stream(tenant_name)
+        release()  # only checks that a slot is free before the message is accepted
+        conv, created = await service.get_or_create(
+            tenant_name, body.conversation_id, body.agent_name
+        )
+        acceptance = await conv.submit(
+            body.query,
+            mode=mode,
+            message_id=body.message_id,
+            priority=body.priority,
+            start_if_idle=True,
+        )
+        if acceptance.run_id is not None:
+            state.metrics.runs.inc()
+        if acceptance.duplicate:
+            return JSONResponse(
+                {
+                    "conversation_id": conv.id,
+                    "message_id": acceptance.message_id,
+                    "duplicate": True,
+                }
+            )
+        plan = StreamPlan(
+            after=0 if created else acceptance.after,
+            stop="first_done",
+            start_run_id=None if created else acceptance.start_run_id,
+        )
+        return stream(request, tenant_name, conv, plan, on_disconnect)
+
+    @app.get(f"{api}/conversations/{{conversation_id}}/stream", tags=["streams"])
+    async def conversation_stream(
+        request: Request,
+        conv: Conv,
+        tenant_name: Tenant,
+        after: Annotated[str | None, Query()] = None,
+        follow: bool = False,
+        on_disconnect: str = "continue",
+    ) -> _StreamingEndpoint:
+        """Join or resume: replay the events after ``Last-Event-ID``/``after``, then live."""
+        header = _parse_event_id(request.headers.get("last-event-id"), "Last-Event-ID")
+        start = header if header is not None else _parse_event_id(after, "after")
+        oldest = await state.log.oldest_seq(conv.id)
+        committed = state.log.committed_seq(conv.id)
+        if start is None:
+            start = max(0, oldest - 1)
+        elif oldest and start + 1 < oldest:
+            raise HTTPError(
+                409,
+                "resume_too_old",
+                f"event {start} is older than the retained log (oldest kept: {oldest}); "
+                "fetch /history and stream from its last_seq",
+            )
+        elif start > committed:
+            raise HTTPError(400, "invalid_event_id", f"no event {start} in this conversation")
+        if follow:
+            plan = StreamPlan(after=start, stop="never")
+        elif conv.busy and conv.record.active_run_id:
+            plan = StreamPlan(after=start, stop="run_done", run_id=conv.record.active_run_id)
+        else:
+            plan = StreamPlan(after=start, stop="caught_up", until_seq=committed)
+        return stream(request, tenant_name, conv, plan, on_disconnect)
+
+    @app.post(f"{api}/conversations/{{conversation_id}}/messages", status_code=202)
+    async def post_message(conv: Conv, body: MessageRequest) -> dict[str, Any]:
+        """Steer or queue a follow-up without streaming (202 with the queue snapshot)."""
+        acceptance = await conv.submit(
+            body.content,
+            mode=body.mode,
+            message_id=body.id,
+            priority=body.priority,
+            start_if_idle=settings.service.auto_continue,
+        )
+        if acceptance.run_id is not None:
+            state.metrics.runs.inc()
+        return {
+            "conversation_id": conv.id,
+            "message_id": acceptance.message_id,
+            "duplicate": acceptance.duplicate,
+            "run_id": acceptance.run_id,
+            "queued": acceptance.queued,
+            "position": acceptance.position,
+            "queue": conv.status()["queue"],
+        }
+
+    @app.post(f"{api}/conversations/{{conversation_id}}/abort")
+    async def abort(
+        conv: Conv, body: Annotated[AbortRequest | None, Body()] = None
+    ) -> dict[str, Any]:
+        """Abort the active run; queued messages stay unless ``clear_queues``."""
+        removed = await conv.abort(clear_queues=bool(body and body.clear_queues))
+        return {"conversation_id": conv.id, "removed": _queued(removed)}
+
+    @app.get(f"{api}/conversations/{{conversation_id}}")
+    async def get_conversation(conv: Conv) -> dict[str, object]:
+        """Status, active run, queue snapshot, modes and policy."""
+        return conv.status()
+
+    @app.patch(f"{api}/conversations/{{conversation_id}}")
+    async def patch_conversation(conv: Conv, body: ModesRequest) -> dict[str, object]:
+        """Change delivery modes or steering policy (applies at the next poll)."""
+        await conv.set_modes(**body.model_dump())
+        return conv.status()
+
+    @app.delete(f"{api}/conversations/{{conversation_id}}/queue")
+    async def clear_queue(
+        conv: Conv, lane: Literal["steering", "follow_up", "all"] = "all"
+    ) -> dict[str, Any]:
+        """Remove queued messages of one lane or both; returns them."""
+        removed = await conv.clear_queue(None if lane == "all" else check_lane(lane))
+        return {"conversation_id": conv.id, "removed": _queued(removed)}
+
+    @app.get(f"{api}/conversations/{{conversation_id}}/history")
+    async def history(conv: Conv) -> dict[str, Any]:
+        """Persisted items in order, chunks merged per ``item_id``."""
+        return await build_history(state.log, conv.id)
+
+    @app.get(f"{api}/conversations")
+    async def list_conversations(
+        tenant_name: Tenant,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """The tenant's conversations, most recently updated first."""
+        records = await state.conversations.list_records(tenant_name, limit=limit, offset=offset)
+        return {
+            "conversations": [
+                {
+                    "conversation_id": r.id,
+                    "agent_name": r.agent_name,
+                    "status": r.status,
+                    "created_at": r.created_at,
+                    "updated_at": r.updated_at,
+                }
+                for r in records
+            ],
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + len(records) if len(records) == limit else None,
+        }
+
+    @app.delete(f"{api}/conversations/{{conversation_id}}", status_code=204)
+    async def delete_conversation(conversation_id: str, tenant_name: Tenant) -> Response:
+        """Delete a conversation; its id is never reused."""
+        await state.conversations.delete(tenant_name, conversation_id)
+        return Response(status_code=204)
+
+    @app.get(f"{api}/agents")
+    async def agents(tenant_name: Tenant) -> dict[str, Any]:
+        """The configured agents."""
+        return {
+            "agents": [
+                {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "provider": spec.provider,
+                    "model": spec.model,
+                }
+                for spec in state.registry.specs()
+            ]
+        }
+
+    @app.websocket(f"{api}/conversations/{{conversation_id}}/ws")
+    async def websocket(websocket: WebSocket, conversation_id: str) -> None:
+        try:
+            tenant_name = state.gate.authenticate(websocket.headers, websocket.query_params)
+            state.gate.check_rate(tenant_name)
+            conv = await state.conversations.get(tenant_name, conversation_id)
+            release = state.gate.open_stream(tenant_name)
+        except SteerlineError as exc:
+            await websocket.accept()
+            await websocket.send_json(
+                {
+                    "type": "error",
+                    "request_id": None,
+                    "error": {"code": exc.code, "message": exc.message},
+                }
+            )
+            await websocket.close(code=4404 if exc.code == "conversation_not_found" else 4403)
+            return
+        await websocket.accept()
+        state.metrics.live_streams.labels("websocket").inc()
+        session = WebSocketSession(
+            websocket,
+            conv,
+            state.log,
+            settings=settings.stream,
+            registry=state.streams,
+            auto_continue=settings.service.auto_continue,
+            on_events=state.metrics.events.labels("websocket").inc,
+        )
+        try:
+            await session.run()
+        finally:
+            release()
+            state.metrics.live_streams.labels("websocket").dec()
+            if session.end_reason is EndReason.SLOW:
+                state.metrics.dropped.inc()
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Liveness."""
+        return {"status": "ok" if state.service is not None else "starting"}
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        live = state.service.live_conversations() if state.service else []
+        state.metrics.queue_depth.set(sum(len(c.agent.inbox) for c in live))
+        state.metrics.running.set(sum(1 for c in live if c.busy))
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+class _StreamingEndpoint(Response):
+    """Adapts a raw ASGI streaming app to what FastAPI expects a route to return."""
+
+    def __init__(self, app: LogStreamResponse, release: Callable[[], None]) -> None:
+        super().__init__()
+        self._app = app
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._release()
+
+
+def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
+    def count(response: JSONResponse, code: str) -> JSONResponse:
+        state.metrics.errors.labels(code).inc()
+        return response
+
+    @app.exception_handler(SteerlineError)
+    async def steerline_error(_request: Request, exc: SteerlineError) -> Response:
+        return count(steerline_error_response(exc), exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return count(
+                error_response(400, "invalid_json", "request body is not valid JSON"),
+                "invalid_json",
+            )
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+            for e in errors
+        )
+        return count(error_response(422, "invalid_request", detail), "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return count(error_response(exc.status_code, code, str(exc.detail)), code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error", exc_info=exc)
+        return count(error_response(500, "internal_error", "internal server error"), "internal")

@@ -1,0 +1,70 @@
+"""Errors as JSON ``{"error": {"code", "message"}}`` with real status codes."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+from steerline.core.errors import (
+    AgentBusyError,
+    InboxError,
+    InvalidValueError,
+    MessageTooLargeError,
+    QueueFullError,
+    SteerlineError,
+)
+from steerline.log.base import ConversationExistsError, RetentionError
+from steerline.service.agents import UnknownAgentError
+from steerline.service.conversation import ConversationBusyError
+from steerline.service.service import ConversationNotFoundError
+
+
+class HTTPError(SteerlineError):
+    """An error raised by a route with an explicit status."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or {}
+
+
+_STATUS: list[tuple[type[SteerlineError], int]] = [
+    (ConversationNotFoundError, 404),
+    (UnknownAgentError, 404),
+    (ConversationBusyError, 409),
+    (AgentBusyError, 409),
+    (ConversationExistsError, 409),
+    (RetentionError, 409),
+    (MessageTooLargeError, 413),
+    (QueueFullError, 409),
+    (InboxError, 400),
+    (InvalidValueError, 400),
+]
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def status_for(exc: SteerlineError) -> int:
+    if isinstance(exc, HTTPError):
+        return exc.status
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def steerline_error_response(exc: SteerlineError) -> JSONResponse:
+    headers = exc.headers if isinstance(exc, HTTPError) else None
+    return error_response(status_for(exc), exc.code, exc.message, headers)

@@ -1,0 +1,78 @@
+"""``GET …/history``: the log folded into items, chunks merged per ``item_id``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from steerline.log.base import EventLog
+
+_decoder = msgspec.json.Decoder()
+
+_ITEM_KIND = {
+    "thread_started": "user_message",
+    "message_chunk": "message",
+    "message": "message",
+    "reasoning_started": "reasoning",
+    "reasoning": "reasoning",
+    "reasoning_completed": "reasoning",
+    "tool_call_started": "tool_call",
+    "tool_call_completed": "tool_call",
+    "system_failed": "system_failed",
+    "task_failed": "task_failed",
+}
+
+
+async def build_history(log: EventLog, conversation_id: str) -> dict[str, Any]:
+    items: dict[str, dict[str, Any]] = {}
+    after = max(0, await log.oldest_seq(conversation_id) - 1)
+    last = after
+    while True:
+        batch = await log.read(conversation_id, after, 2000)
+        if not batch:
+            break
+        for stored in batch:
+            last = stored.seq
+            kind = _ITEM_KIND.get(stored.event)
+            if kind is None:
+                continue
+            envelope = _decoder.decode(stored.envelope)
+            data = envelope["data"]
+            payload = data.get("payload") or {}
+            key = f"{kind}:{data['item_id']}"
+            item = items.get(key)
+            if item is None:
+                item = items[key] = {
+                    "type": kind,
+                    "item_id": data["item_id"],
+                    "thread_id": data.get("thread_id"),
+                    "task_id": data.get("task_id"),
+                    "role": data["role"],
+                    "first_seq": stored.seq,
+                }
+            item["last_seq"] = stored.seq
+            _merge(item, stored.event, payload, data.get("metadata") or {})
+        after = batch[-1].seq
+    return {"conversation_id": conversation_id, "items": list(items.values()), "last_seq": last}
+
+
+def _merge(item: dict[str, Any], event: str, payload: dict[str, Any], meta: dict[str, Any]) -> None:
+    if event in ("message_chunk", "reasoning", "message"):
+        item["content"] = item.get("content", "") + str(payload.get("content", ""))
+    elif event == "thread_started":
+        item["content"] = payload.get("content", "")
+        item["delivery"] = meta.get("delivery")
+    elif event in ("reasoning_started", "reasoning_completed"):
+        item.setdefault("content", "")
+    elif event == "tool_call_started":
+        item.update(tool_name=payload.get("tool_name"), tool_args=payload.get("tool_args"))
+    elif event == "tool_call_completed":
+        item.update(
+            tool_name=payload.get("tool_name"),
+            result=payload.get("tool_result"),
+            is_error=payload.get("is_error", False),
+            skipped=payload.get("skipped", False),
+        )
+    else:
+        item.update(payload)

@@ -1,0 +1,112 @@
+"""A raw ASGI streaming response that carries a :class:`LogTail`.
+
+Raw ASGI rather than ``StreamingResponse`` or sse-starlette: we need the
+``id:``/``retry:``/ping framing, coalesced writes, and a disconnect watcher
+that can cancel the run when ``on_disconnect=cancel``; sse-starlette measured
+at less than half the throughput and patches uvicorn's shutdown on import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+from starlette.types import Message, Receive, Scope, Send
+
+from steerline.log.base import StoredEvent
+from steerline.transports import framing
+from steerline.transports.tail import EndReason, LogTail
+
+
+class _HttpSink:
+    def __init__(self, send: Send, kind: framing.Framing) -> None:
+        self._send = send
+        self._kind = kind
+        self.events_sent = 0
+
+    async def _write(self, body: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def events(self, batch: list[StoredEvent]) -> None:
+        encode = framing.sse_events if self._kind == "sse" else framing.ndjson_events
+        await self._write(encode(batch))
+        self.events_sent += len(batch)
+
+    async def ping(self) -> None:
+        await self._write(framing.SSE_PING if self._kind == "sse" else framing.NDJSON_PING)
+
+    async def hint(self, after: int) -> None:
+        hint = framing.sse_hint if self._kind == "sse" else framing.ndjson_hint
+        await self._write(hint(after))
+
+
+class LogStreamResponse:
+    """Streams ``tail`` to the client; calls ``on_disconnect`` if the client left first."""
+
+    def __init__(
+        self,
+        tail: LogTail,
+        kind: framing.Framing,
+        *,
+        on_disconnect: Callable[[], None] | None = None,
+        on_close: Callable[[EndReason, int], None] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.tail = tail
+        self.kind = kind
+        self.on_disconnect = on_disconnect
+        self.on_close = on_close
+        self.headers = headers or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        media = framing.SSE_MEDIA_TYPE if self.kind == "sse" else framing.NDJSON_MEDIA_TYPE
+        headers = {
+            "content-type": f"{media}; charset=utf-8",
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+            **self.headers,
+        }
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+            }
+        )
+        sink = _HttpSink(send, self.kind)
+        reason = EndReason.DISCONNECTED
+        disconnected = False
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def watch_disconnect() -> None:
+                    nonlocal disconnected
+                    while True:
+                        message: Message = await receive()
+                        if message["type"] == "http.disconnect":
+                            disconnected = True
+                            group.cancel_scope.cancel()
+                            return
+
+                group.start_soon(watch_disconnect)
+                if self.kind == "sse":
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": framing.sse_retry(self.tail.settings.retry_ms),
+                            "more_body": True,
+                        }
+                    )
+                reason = await self.tail.run(sink)
+                group.cancel_scope.cancel()
+        except OSError:
+            disconnected = True
+        if disconnected:
+            reason = EndReason.DISCONNECTED
+            if self.on_disconnect is not None:
+                self.on_disconnect()
+        else:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.on_close is not None:
+            self.on_close(reason, sink.events_sent)

@@ -1,0 +1,236 @@
+"""The WebSocket transport: log events out, control frames in (SPEC §3.3).
+
+Frames in: ``{"type": "prompt"|"steer"|"follow_up"|"abort"|"clear_queue"|
+"set_modes"|"resume", "request_id": …}``, each answered by ``ack`` or
+``error`` with the same ``request_id``. A frame that is not JSON or not a
+known type gets an ``error`` frame and the socket stays open. The socket
+starts at the live end of the log until the client sends ``resume{after}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from steerline.core.errors import InvalidValueError, SteerlineError
+from steerline.log.base import EventLog, RetentionError, StoredEvent
+from steerline.runtime.inbox import check_lane
+from steerline.service.conversation import Conversation, SubmitMode
+from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamRegistry, StreamSettings
+
+logger = logging.getLogger("steerline.ws")
+
+MAX_FRAME_BYTES = 1024 * 1024
+
+
+class _WebSocketSink:
+    def __init__(self, websocket: WebSocket, on_events: Callable[[int], None]) -> None:
+        self.websocket = websocket
+        self._lock = anyio.Lock()
+        self._on_events = on_events
+
+    async def send_json(self, value: dict[str, Any]) -> None:
+        async with self._lock:
+            await self.websocket.send_text(json.dumps(value))
+
+    async def events(self, batch: list[StoredEvent]) -> None:
+        async with self._lock:
+            for event in batch:
+                await self.websocket.send_text(event.envelope.decode())
+        self._on_events(len(batch))
+
+    async def ping(self) -> None:
+        await self.send_json({"type": "ping"})
+
+    async def hint(self, after: int) -> None:
+        await self.send_json({"type": "resume", "after": after})
+
+
+class WebSocketSession:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        conversation: Conversation,
+        log: EventLog,
+        *,
+        settings: StreamSettings,
+        registry: StreamRegistry,
+        auto_continue: bool,
+        on_events: Callable[[int], None] = lambda _n: None,
+    ) -> None:
+        self.websocket = websocket
+        self.conversation = conversation
+        self.log = log
+        self.settings = settings
+        self.registry = registry
+        self.auto_continue = auto_continue
+        self.sink = _WebSocketSink(websocket, on_events)
+        self._tail_scope: anyio.CancelScope | None = None
+        self._group: anyio.abc.TaskGroup | None = None
+        self.end_reason: EndReason | None = None
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                self._start_tail(self.log.committed_seq(self.conversation.id))
+                await self._receive_loop()
+                group.cancel_scope.cancel()
+        except WebSocketDisconnect:
+            pass
+
+    # -- output ------------------------------------------------------------------
+    def _start_tail(self, after: int) -> None:
+        if self._tail_scope is not None:
+            self._tail_scope.cancel()
+        scope = anyio.CancelScope()
+        self._tail_scope = scope
+        tail = LogTail(
+            self.log,
+            self.conversation.id,
+            StreamPlan(after=after, stop="never"),
+            self.settings,
+            self.registry,
+        )
+
+        async def pump() -> None:
+            with scope:
+                try:
+                    reason = await tail.run(self.sink)
+                except WebSocketDisconnect:
+                    return
+                self.end_reason = reason
+                if reason in (EndReason.SLOW, EndReason.SHUTDOWN, EndReason.DELETED):
+                    code = 1001 if reason is EndReason.SHUTDOWN else 1013
+                    with anyio.move_on_after(1.0):
+                        await self.websocket.close(code=code)
+                    if self._group is not None:
+                        self._group.cancel_scope.cancel()
+
+        assert self._group is not None
+        self._group.start_soon(pump)
+
+    # -- input -------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                data = message.get("bytes") or b""
+                text = data.decode("utf-8", "replace")
+            await self._handle(text)
+
+    async def _handle(self, text: str) -> None:
+        request_id: Any = None
+        try:
+            if len(text) > MAX_FRAME_BYTES:
+                raise InvalidValueError(f"frame over {MAX_FRAME_BYTES} bytes")
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                raise _FrameError("invalid_json", "frame is not valid JSON") from None
+            if not isinstance(frame, dict):
+                raise _FrameError("invalid_frame", "frame must be a JSON object")
+            request_id = frame.get("request_id")
+            kind = frame.get("type")
+            handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise _FrameError("unknown_type", f"unknown frame type {kind!r}")
+            result = await handler(self, frame)
+            await self.sink.send_json({"type": "ack", "request_id": request_id, **result})
+        except (_FrameError, SteerlineError) as exc:
+            await self.sink.send_json(
+                {
+                    "type": "error",
+                    "request_id": request_id,
+                    "error": {"code": exc.code, "message": exc.message},
+                }
+            )
+
+    async def _submit(self, frame: dict[str, Any], mode: SubmitMode, start: bool) -> dict[str, Any]:
+        content = frame.get("content")
+        if not isinstance(content, str) or not content:
+            raise _FrameError("invalid_frame", "'content' must be a non-empty string")
+        message_id = frame.get("id")
+        if message_id is not None and not isinstance(message_id, str):
+            raise _FrameError("invalid_frame", "'id' must be a string")
+        priority = frame.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise _FrameError("invalid_frame", "'priority' must be an integer")
+        acceptance = await self.conversation.submit(
+            content, mode=mode, message_id=message_id, priority=priority, start_if_idle=start
+        )
+        return {
+            "message_id": acceptance.message_id,
+            "duplicate": acceptance.duplicate,
+            "run_id": acceptance.run_id,
+            "queued": acceptance.queued,
+        }
+
+    async def _prompt(self, frame: dict[str, Any]) -> dict[str, Any]:
+        return await self._submit(frame, "reject", True)
+
+    async def _steer(self, frame: dict[str, Any]) -> dict[str, Any]:
+        return await self._submit(frame, "steer", self.auto_continue)
+
+    async def _follow_up(self, frame: dict[str, Any]) -> dict[str, Any]:
+        return await self._submit(frame, "follow_up", self.auto_continue)
+
+    async def _abort(self, frame: dict[str, Any]) -> dict[str, Any]:
+        removed = await self.conversation.abort(clear_queues=bool(frame.get("clear_queues")))
+        return {"removed": msgspec.to_builtins(removed)}
+
+    async def _clear_queue(self, frame: dict[str, Any]) -> dict[str, Any]:
+        lane = frame.get("lane", "all")
+        removed = await self.conversation.clear_queue(
+            None if lane in (None, "all") else check_lane(str(lane))
+        )
+        return {"removed": msgspec.to_builtins(removed)}
+
+    async def _set_modes(self, frame: dict[str, Any]) -> dict[str, Any]:
+        values = {k: frame.get(k) for k in ("steering_mode", "follow_up_mode", "steering_policy")}
+        for key, value in values.items():
+            if value is not None and not isinstance(value, str):
+                raise _FrameError("invalid_frame", f"'{key}' must be a string")
+        await self.conversation.set_modes(**values)
+        return {}
+
+    async def _resume(self, frame: dict[str, Any]) -> dict[str, Any]:
+        after = frame.get("after")
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise _FrameError("invalid_frame", "'after' must be a non-negative integer")
+        oldest = await self.log.oldest_seq(self.conversation.id)
+        if oldest and after + 1 < oldest:
+            raise RetentionError(
+                f"events after {after} are no longer retained; the oldest kept is {oldest}"
+            )
+        if after > self.log.committed_seq(self.conversation.id):
+            raise _FrameError("invalid_event_id", f"no event {after} in this conversation")
+        self._start_tail(after)
+        return {"after": after}
+
+
+class _FrameError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_HANDLERS = {
+    "prompt": WebSocketSession._prompt,
+    "steer": WebSocketSession._steer,
+    "follow_up": WebSocketSession._follow_up,
+    "abort": WebSocketSession._abort,
+    "clear_queue": WebSocketSession._clear_queue,
+    "set_modes": WebSocketSession._set_modes,
+    "resume": WebSocketSession._resume,
+}
