@@ -1,0 +1,66 @@
+"""Test harness: a real uvicorn server on a free loopback port, in its own thread and loop.
+
+The server runs in another thread so a test's client and the server never
+share an event loop: a blocked client cannot hide a blocked server.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import uvicorn
+
+from steerline.server.app import ServerState, create_app
+from steerline.server.settings import ServerSettings
+from steerline.service.agents import AgentRegistry
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    url: str
+    state: ServerState
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api/v1"
+
+    @property
+    def ws(self) -> str:
+        return self.url.replace("http://", "ws://") + "/api/v1"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "server did not stop"
+
+
+def start_server(
+    settings: ServerSettings | None = None, registry: AgentRegistry | None = None
+) -> RunningServer:
+    port = free_port()
+    settings = replace(settings or ServerSettings(store="memory://"), port=port)
+    app = create_app(settings, registry=registry)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws="websockets-sansio"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)  # polling a thread's flag, not synchronising the test
+    return RunningServer(f"http://127.0.0.1:{port}", app.state.steerline, server, thread)
