@@ -132,5 +132,14 @@ def serve(
         raise typer.Exit(2) from None
 
 
+@app.command()
+def chat() -> None:
+    """Chat with the demo agent in the terminal: Enter steers, Alt+Enter queues a follow-up."""
+    from steerline.cli.chat import chat as run_chat
+
+    agent = Agent(model=DemoModel(), tools=demo_tools())
+    anyio.run(run_chat, agent)
+
+
 def main() -> None:
     app()
