@@ -1,0 +1,799 @@
+"""``sqlite:///path``: the event log in one sqlite file (WAL, group commit).
+
+Why it is built this way:
+
+* A commit, not a row, is what costs: sqlite appends a frame to the WAL and
+  (under ``FULL``) fsyncs per transaction. One dedicated writer thread owns
+  the only write connection and commits *everything queued* in one
+  transaction (group commit), which is 20-30x faster than one commit per
+  event. sqlite allows a single writer anyway, so more writer threads would
+  only contend on its lock.
+* ``append`` must never make the agent wait on storage: it takes the next
+  ``seq`` from the in-memory :class:`ConversationTail` and puts the event on
+  a ``queue.SimpleQueue`` (no I/O, no lock held across I/O).
+* An event reaches readers only once its transaction committed, so a crash
+  never takes back an event a client saw: the writer hands each committed
+  batch back to the event loop with ``loop.call_soon_threadsafe`` and only
+  there does :meth:`ConversationTail.committed` make it visible to
+  ``read`` / ``wait``.
+* Conversation changes, deletes and state blobs travel through the same
+  queue, so they are ordered with the events appended before them.
+* Reads run in worker threads on their own connections (WAL lets them run
+  while the writer writes); live viewers are served from the hot tail in
+  memory and never touch the file.
+* A deleted conversation keeps a tombstone row (``deleted = 1``,
+  ``last_seq``), so its id is never handed out again, even after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from steerline.core.errors import InvalidValueError, SteerlineError
+from steerline.log.base import (
+    ConversationExistsError,
+    ConversationRecord,
+    EventLog,
+    LogSettings,
+    RetentionError,
+    StoredEvent,
+    seal_envelope,
+)
+from steerline.log.tail import ConversationTail
+
+__all__ = ["SqliteEventLog", "StorageFailedError"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_SCHEMA_VERSION = 1
+
+RECORD_COLUMNS: tuple[str, ...] = (
+    "id",
+    "tenant",
+    "agent_name",
+    "status",
+    "active_run_id",
+    "owner",
+    "steering_mode",
+    "follow_up_mode",
+    "steering_policy",
+    "created_at",
+    "updated_at",
+)
+"""The :class:`ConversationRecord` fields, in table column order."""
+
+_SCHEMA = f"""
+BEGIN;
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    agent_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    active_run_id TEXT,
+    owner TEXT,
+    steering_mode TEXT NOT NULL,
+    follow_up_mode TEXT NOT NULL,
+    steering_policy TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS conversations_by_tenant
+    ON conversations (tenant, updated_at DESC, id DESC) WHERE deleted = 0;
+CREATE INDEX IF NOT EXISTS conversations_running
+    ON conversations (status) WHERE deleted = 0;
+CREATE TABLE IF NOT EXISTS events (
+    conversation_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    run_id TEXT,
+    envelope BLOB NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    conversation_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (conversation_id, key)
+) WITHOUT ROWID;
+PRAGMA user_version = {_SCHEMA_VERSION};
+COMMIT;
+"""
+
+_COLUMN_LIST = ", ".join(RECORD_COLUMNS)
+_INSERT_CONVERSATION = (
+    f"INSERT INTO conversations ({_COLUMN_LIST}, last_seq, deleted) "
+    f"VALUES ({', '.join('?' for _ in RECORD_COLUMNS)}, 0, 0) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_UPDATE_CONVERSATION = (
+    "UPDATE conversations SET "
+    + ", ".join(f"{name} = ?" for name in RECORD_COLUMNS[1:])
+    + " WHERE id = ? AND deleted = 0"
+)
+_SELECT_CONVERSATION = f"SELECT {_COLUMN_LIST}, last_seq FROM conversations"
+_INSERT_EVENT = (
+    "INSERT INTO events (conversation_id, seq, event, run_id, envelope) VALUES (?, ?, ?, ?, ?)"
+)
+# The WHERE clause both skips unknown / deleted conversations (as the memory
+# backend does) and resolves the INSERT ... SELECT / ON CONFLICT parsing
+# ambiguity that sqlite documents for upserts.
+_PUT_STATE = (
+    "INSERT INTO state (conversation_id, key, value) SELECT ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ? AND deleted = 0) "
+    "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
+)
+
+_BUSY_TIMEOUT_MS = 5000
+_READ_CONNECTIONS = 4
+"""Concurrent reads; more would only queue on two cores and the GIL."""
+
+
+class StorageFailedError(SteerlineError):
+    """The writer thread could not commit: the log accepts no more writes.
+
+    Raised by ``flush``, ``append``, ``put_state``, every conversation change,
+    ``wait`` and ``close`` once a commit failed, so the loss of the events
+    queued since the last successful commit is never silent.
+    """
+
+    code = "storage_failed"
+
+
+# -- writer queue items ---------------------------------------------------------
+
+
+class _Waiter:
+    """Where the writer's answer to one command meets the coroutine awaiting it.
+
+    Resolved on the event loop thread only (through ``call_soon_threadsafe``),
+    after the transaction holding the command committed.
+    """
+
+    __slots__ = ("_done", "error", "result")
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def resolve(self, result: object, error: BaseException | None) -> None:
+        self.result = result
+        self.error = error
+        self._done.set()
+
+    async def wait(self) -> object:
+        await self._done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+_CommandKind = Literal["create", "update", "delete", "flush", "stop"]
+
+
+@dataclass(slots=True)
+class _Command:
+    kind: _CommandKind
+    waiter: _Waiter
+    record: ConversationRecord | None = None
+    conversation_id: str = ""
+
+
+@dataclass(slots=True)
+class _StatePut:
+    conversation_id: str
+    key: str
+    value: bytes
+
+
+_Op = tuple[str, StoredEvent] | _StatePut | _Command
+"""An event is a bare tuple: it is by far the most frequent item, keep it cheap."""
+
+_Results = list[tuple[_Waiter, object]]
+
+
+# -- helpers run in worker threads ------------------------------------------------
+
+
+def _record_from_row(row: Sequence[Any]) -> ConversationRecord:
+    values = dict(zip(RECORD_COLUMNS, row[: len(RECORD_COLUMNS)], strict=True))
+    return ConversationRecord(**values)
+
+
+def _record_values(record: ConversationRecord) -> tuple[Any, ...]:
+    return tuple(getattr(record, name) for name in RECORD_COLUMNS)
+
+
+def _select_events(
+    conn: sqlite3.Connection, conversation_id: str, after: int, upper: int | None, limit: int
+) -> list[Any]:
+    if upper is None:
+        cursor = conn.execute(
+            "SELECT seq, event, envelope, run_id FROM events "
+            "WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (conversation_id, after, limit),
+        )
+    else:
+        cursor = conn.execute(
+            "SELECT seq, event, envelope, run_id FROM events "
+            "WHERE conversation_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (conversation_id, after, upper, limit),
+        )
+    return cursor.fetchall()
+
+
+class SqliteEventLog(EventLog):
+    """The durable event log of one process, kept in a sqlite file.
+
+    ``commit_count`` counts the transactions the writer committed (tests and
+    benchmarks use it to check that commits are grouped).
+    """
+
+    def __init__(self, path: str, settings: LogSettings | None = None) -> None:
+        self.path = path
+        self.settings = settings or LogSettings()
+        if self.settings.synchronous not in ("NORMAL", "FULL"):
+            raise InvalidValueError(
+                f"synchronous must be NORMAL or FULL, not {self.settings.synchronous!r}"
+            )
+        if path == "" or path == ":memory:" or path.startswith("file::memory:"):
+            # The writer and the readers use separate connections: an
+            # in-memory database would be a different, empty one for each.
+            raise InvalidValueError("the sqlite event log needs a file path; use memory:// instead")
+        self.commit_count = 0
+        self._tails: dict[str, ConversationTail] = {}
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self._closed = False
+        self._failure: BaseException | None = None
+        """Set by the writer thread when a commit failed; read by the loop."""
+        self._stopped: anyio.Event | None = None
+        """Set when no commit will ever come again (failure or close): wakes ``wait``."""
+        self._deleted_by_writer: set[str] = set()
+        """Writer-thread only: ids deleted since open, whose late items it drops."""
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._readers_closed = False
+        self._read_limiter: anyio.CapacityLimiter | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def open(self) -> None:
+        """Start the writer thread; it creates the file and schema if needed."""
+        if self._closed:
+            raise SteerlineError("the sqlite event log was closed; open a new instance")
+        if self._thread is not None:
+            raise SteerlineError("the sqlite event log is already open")
+        self._loop = asyncio.get_running_loop()
+        self._stopped = anyio.Event()
+        self._read_limiter = anyio.CapacityLimiter(_READ_CONNECTIONS)
+        ready = _Waiter()
+        thread = threading.Thread(
+            target=self._writer_main,
+            args=(ready,),
+            name=f"steerline-sqlite-writer:{self.path}",
+            daemon=True,  # a process that exits without close() must not hang on it
+        )
+        self._thread = thread
+        thread.start()
+        try:
+            await ready.wait()
+        except Exception as exc:
+            await anyio.to_thread.run_sync(thread.join)
+            self._thread = None
+            raise StorageFailedError(f"cannot open sqlite event log {self.path!r}: {exc}") from exc
+        self._accepting = True
+
+    async def close(self) -> None:
+        """Commit everything queued, stop the writer and close every connection.
+
+        Raises :class:`StorageFailedError` (after releasing everything) if a
+        commit failed at any point, since queued events were then lost.
+        """
+        if self._thread is None or self._closed:
+            return
+        self._closed = True
+        self._accepting = False
+        thread = self._thread
+        stopped = self._stopped
+        assert stopped is not None
+        with anyio.CancelScope(shield=True):
+            stop = _Waiter()
+            self._queue.put(_Command("stop", stop))
+            # The stop command commits everything before it; but a writer that
+            # already failed may be gone, so stop waiting once it reported so.
+            async with anyio.create_task_group() as tg:
+
+                async def watch_stop() -> None:
+                    await stopped.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_stop)
+                with contextlib.suppress(StorageFailedError):
+                    await stop.wait()
+                tg.cancel_scope.cancel()
+            await anyio.to_thread.run_sync(thread.join)
+            await anyio.to_thread.run_sync(self._close_readers)
+        stopped.set()
+        self._raise_if_failed()
+
+    # -- conversations ---------------------------------------------------------
+    async def create_conversation(self, record: ConversationRecord) -> None:
+        self._check_writable()
+        if record.id in self._tails:
+            raise ConversationExistsError(f"conversation id {record.id!r} is already used")
+        created = await self._command(_Command("create", _Waiter(), record=record))
+        if not created:
+            raise ConversationExistsError(f"conversation id {record.id!r} is already used")
+        self._tails.setdefault(record.id, self._new_tail(0))
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        """Read the record, and load the conversation's seq counter if needed.
+
+        Loading here is what allows ``append`` after a restart: the counter
+        continues from ``last_seq``, which outlives retention and deletes.
+        """
+        row = await self._query(
+            lambda conn: conn.execute(
+                f"{_SELECT_CONVERSATION} WHERE id = ? AND deleted = 0", (conversation_id,)
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        if conversation_id not in self._tails:
+            # No tail means nothing of this conversation is queued, so the
+            # stored last_seq is also the committed one.
+            self._tails[conversation_id] = self._new_tail(int(row[-1]))
+        return _record_from_row(row)
+
+    async def update_conversation(self, record: ConversationRecord) -> None:
+        self._check_writable()
+        await self._command(_Command("update", _Waiter(), record=record))
+
+    async def list_conversations(
+        self, tenant: str, *, limit: int = 50, offset: int = 0
+    ) -> list[ConversationRecord]:
+        rows = await self._query(
+            lambda conn: conn.execute(
+                f"{_SELECT_CONVERSATION} WHERE tenant = ? AND deleted = 0 "
+                "ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?",
+                (tenant, max(limit, 0), max(offset, 0)),
+            ).fetchall()
+        )
+        return [_record_from_row(row) for row in rows]
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Drop events and state, keep the tombstone; appends stop at once."""
+        self._check_writable()
+        self._forget_tail(conversation_id)
+        existed = await self._command(
+            _Command("delete", _Waiter(), conversation_id=conversation_id)
+        )
+        # A get_conversation that raced with the delete may have loaded a
+        # tail meanwhile; the writer drops whatever was appended to it.
+        self._forget_tail(conversation_id)
+        return bool(existed)
+
+    async def running_conversations(self) -> list[ConversationRecord]:
+        rows = await self._query(
+            lambda conn: conn.execute(
+                f"{_SELECT_CONVERSATION} WHERE status = 'running' AND deleted = 0 "
+                "ORDER BY created_at, id"
+            ).fetchall()
+        )
+        return [_record_from_row(row) for row in rows]
+
+    # -- events ----------------------------------------------------------------
+    def append(
+        self,
+        conversation_id: str,
+        event: str,
+        envelope_without_seq: bytes,
+        run_id: str | None = None,
+    ) -> int:
+        if self._failure is not None or not self._accepting:
+            self._check_writable()
+        try:
+            tail = self._tails[conversation_id]
+        except KeyError:
+            raise KeyError(
+                f"conversation {conversation_id!r} was not created or fetched through this log,"
+                " or was deleted"
+            ) from None
+        seq = tail.next_seq()
+        self._queue.put(
+            (
+                conversation_id,
+                StoredEvent(seq, event, seal_envelope(envelope_without_seq, seq), run_id),
+            )
+        )
+        return seq
+
+    async def flush(self) -> None:
+        self._check_writable()
+        await self._command(_Command("flush", _Waiter()))
+
+    def committed_seq(self, conversation_id: str) -> int:
+        tail = self._tails.get(conversation_id)
+        return tail.committed_seq if tail is not None else 0
+
+    async def read(self, conversation_id: str, after: int, limit: int = 1000) -> list[StoredEvent]:
+        tail = self._tails.get(conversation_id)
+        upper: int | None = None
+        if tail is not None:
+            hot = tail.from_hot(after, limit)
+            if hot is not None:
+                return hot
+            # Rows the writer committed but the loop has not been told about
+            # yet stay invisible, so read agrees with committed_seq and wait.
+            upper = tail.committed_seq
+        # At least one row even for limit <= 0, so the retention check below
+        # still runs (the memory backend checks before slicing too).
+        rows = await self._query(
+            lambda conn: _select_events(conn, conversation_id, after, upper, max(limit, 1))
+        )
+        if rows and rows[0][0] > after + 1:
+            # seqs are contiguous, so a gap can only be events trimmed by retention.
+            raise RetentionError(
+                f"events after {after} are no longer retained; the oldest kept is {rows[0][0]}"
+            )
+        return [
+            StoredEvent(seq=seq, event=name, envelope=bytes(envelope), run_id=run_id)
+            for seq, name, envelope, run_id in rows[: max(limit, 0)]
+        ]
+
+    async def oldest_seq(self, conversation_id: str) -> int:
+        row = await self._query(
+            lambda conn: conn.execute(
+                "SELECT min(seq) FROM events WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+        )
+        return int(row[0]) if row is not None and row[0] is not None else 0
+
+    async def wait(self, conversation_id: str, after: int) -> None:
+        """Wait on the hot tail; raise rather than hang once commits have stopped.
+
+        :class:`StorageFailedError` if the writer failed, ``SteerlineError``
+        if the log was closed meanwhile: either way no commit will wake it.
+
+        A conversation not loaded yet (a viewer after a restart) is loaded
+        first, so waiting on it works without a prior ``get_conversation``.
+        """
+        tail = self._tails.get(conversation_id)
+        if tail is None:
+            if await self.get_conversation(conversation_id) is None:
+                return
+            tail = self._tails.get(conversation_id)
+            if tail is None:
+                return
+        if tail.committed_seq > after or tail.deleted:
+            return
+        self._check_waitable()
+        stopped = self._stopped
+        assert stopped is not None  # tails exist only once open() ran
+        async with anyio.create_task_group() as tg:
+
+            async def watch_stop() -> None:
+                await stopped.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_stop)
+            await tail.wait(after)
+            tg.cancel_scope.cancel()
+        if tail.committed_seq <= after and not tail.deleted:
+            self._check_waitable()
+
+    # -- runtime state ---------------------------------------------------------
+    def put_state(self, conversation_id: str, key: str, value: bytes) -> None:
+        if self._failure is not None or not self._accepting:
+            self._check_writable()
+        self._queue.put(_StatePut(conversation_id, key, value))
+
+    async def get_state(self, conversation_id: str, key: str) -> bytes | None:
+        row = await self._query(
+            lambda conn: conn.execute(
+                "SELECT value FROM state WHERE conversation_id = ? AND key = ?",
+                (conversation_id, key),
+            ).fetchone()
+        )
+        return bytes(row[0]) if row is not None else None
+
+    # -- loop-side helpers -----------------------------------------------------
+    def _new_tail(self, last_seq: int) -> ConversationTail:
+        # The hot tail must never reach back further than retention does,
+        # otherwise it would serve events the file no longer has and read()
+        # would disagree with itself about RetentionError.
+        hot_limit = self.settings.hot_tail
+        if self.settings.retention_events is not None:
+            hot_limit = min(hot_limit, self.settings.retention_events)
+        return ConversationTail(
+            assigned_seq=last_seq, committed_seq=last_seq, hot_limit=max(hot_limit, 0)
+        )
+
+    def _forget_tail(self, conversation_id: str) -> None:
+        tail = self._tails.pop(conversation_id, None)
+        if tail is not None:
+            tail.deleted = True
+            tail.wake()
+
+    def _failure_error(self) -> StorageFailedError:
+        error = StorageFailedError(
+            f"the sqlite event log {self.path!r} failed to commit ({self._failure!r}); "
+            "events and state queued since the last successful commit were not stored"
+        )
+        error.__cause__ = self._failure
+        return error
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure_error()
+
+    def _check_waitable(self) -> None:
+        self._raise_if_failed()
+        if self._closed:
+            raise SteerlineError("the sqlite event log is closed")
+
+    def _check_writable(self) -> None:
+        self._raise_if_failed()
+        if self._closed:
+            raise SteerlineError("the sqlite event log is closed")
+        if not self._accepting:
+            raise SteerlineError("the sqlite event log is not open; await open() first")
+
+    async def _command(self, command: _Command) -> object:
+        self._queue.put(command)
+        return await command.waiter.wait()
+
+    async def _query(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._read_limiter is None:
+            raise SteerlineError("the sqlite event log is not open; await open() first")
+        return await anyio.to_thread.run_sync(self._with_reader, fn, limiter=self._read_limiter)
+
+    def _on_committed(self, events: dict[str, list[StoredEvent]], results: _Results) -> None:
+        """Loop side of a commit: make the events visible, then answer commands.
+
+        Events first, so a ``flush`` returns with ``committed_seq`` up to date.
+        """
+        for conversation_id, batch in events.items():
+            tail = self._tails.get(conversation_id)
+            if tail is not None:
+                tail.committed(batch)
+        for waiter, result in results:
+            waiter.resolve(result, None)
+
+    def _on_failed(self, waiters: list[_Waiter]) -> None:
+        error = self._failure_error()
+        if self._stopped is not None:
+            self._stopped.set()
+        for waiter in waiters:
+            waiter.resolve(None, error)
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(*args)`` on the event loop (from the writer thread)."""
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            # The loop was closed without close(): nobody is left to notify.
+            logger.warning("event loop closed; sqlite event log notification dropped")
+
+    # -- read connections (worker threads) -------------------------------------
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` on a pooled read connection (one thread at a time each)."""
+        with self._readers_lock:
+            if self._readers_closed:
+                raise SteerlineError("the sqlite event log is closed")
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = 1")
+        try:
+            return fn(conn)
+        finally:
+            with self._readers_lock:
+                if self._readers_closed:
+                    conn.close()
+                else:
+                    self._readers.append(conn)
+
+    def _close_readers(self) -> None:
+        with self._readers_lock:
+            self._readers_closed = True
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+
+    # -- the writer thread -----------------------------------------------------
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise SteerlineError(f"cannot switch {self.path!r} to WAL (journal_mode={mode})")
+            conn.execute(f"PRAGMA synchronous = {self.settings.synchronous}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise SteerlineError(
+                    f"{self.path!r} has schema version {version}, newer than this steerline"
+                )
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _writer_main(self, ready: _Waiter) -> None:
+        try:
+            conn = self._connect_writer()
+        except Exception as exc:
+            self._post(ready.resolve, None, exc)
+            return
+        self._post(ready.resolve, None, None)
+        try:
+            self._writer_loop(conn)
+        except BaseException as exc:
+            # A bug outside the per-batch handling: still fail loudly and
+            # answer every queued command instead of leaving them hanging.
+            logger.exception("sqlite event log %r: writer thread crashed", self.path)
+            self._failure = exc
+            waiters: list[_Waiter] = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Command):
+                    waiters.append(item.waiter)
+            self._post(self._on_failed, waiters)
+        finally:
+            conn.close()
+
+    def _writer_loop(self, conn: sqlite3.Connection) -> None:
+        """Take whatever is queued (bounded by ``batch_size``), commit it as one.
+
+        Blocking on the first item then draining without blocking is what
+        groups commits: while one transaction is being written, the loop
+        keeps appending, and all of that goes into the next one.
+        """
+        limit = max(1, self.settings.batch_size)
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        while True:
+            first = get()
+            batch: list[_Op] = [first]
+            stopping = isinstance(first, _Command) and first.kind == "stop"
+            while not stopping and len(batch) < limit:
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+                stopping = isinstance(item, _Command) and item.kind == "stop"
+            if self._failure is None:
+                try:
+                    events, results = self._commit_batch(conn, batch)
+                except BaseException as exc:  # whatever it is, the batch is not stored
+                    logger.exception(
+                        "sqlite event log %r: commit failed; the log stops accepting writes",
+                        self.path,
+                    )
+                    try:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        logger.exception("sqlite event log %r: rollback failed", self.path)
+                    self._failure = exc
+                    self._post(self._on_failed, _waiters(batch))
+                else:
+                    self._post(self._on_committed, events, results)
+            else:
+                # Already failed: write nothing more, but answer every command
+                # so no coroutine hangs on a flush that will never happen.
+                self._post(self._on_failed, _waiters(batch))
+            if stopping:
+                return
+
+    def _commit_batch(
+        self, conn: sqlite3.Connection, batch: list[_Op]
+    ) -> tuple[dict[str, list[StoredEvent]], _Results]:
+        """Write one batch in one transaction; return what the loop must learn."""
+        events: dict[str, list[StoredEvent]] = {}
+        last_seq: dict[str, int] = {}
+        results: _Results = []
+        rows: list[tuple[str, int, str, str | None, bytes]] = []
+        deleted = self._deleted_by_writer
+        in_transaction = False
+
+        for item in batch:
+            if isinstance(item, tuple):  # the hot path: keep it short
+                conversation_id, event = item
+                if conversation_id in deleted:
+                    continue
+                rows.append((conversation_id, event.seq, event.event, event.run_id, event.envelope))
+                events.setdefault(conversation_id, []).append(event)
+                last_seq[conversation_id] = event.seq
+                continue
+            if isinstance(item, _Command) and item.kind in ("flush", "stop"):
+                results.append((item.waiter, None))
+                continue
+            if not in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+                in_transaction = True
+            # Anything else may depend on the rows before it (a delete must
+            # see them), so write those first.
+            if rows:
+                conn.executemany(_INSERT_EVENT, rows)
+                rows.clear()
+            if isinstance(item, _StatePut):
+                if item.conversation_id not in deleted:
+                    conn.execute(
+                        _PUT_STATE,
+                        (item.conversation_id, item.key, item.value, item.conversation_id),
+                    )
+            elif item.kind == "create":
+                assert item.record is not None
+                cursor = conn.execute(_INSERT_CONVERSATION, _record_values(item.record))
+                results.append((item.waiter, cursor.rowcount == 1))
+            elif item.kind == "update":
+                assert item.record is not None
+                values = _record_values(item.record)
+                conn.execute(_UPDATE_CONVERSATION, (*values[1:], values[0]))
+                results.append((item.waiter, None))
+            elif item.kind == "delete":
+                conversation_id = item.conversation_id
+                cursor = conn.execute(
+                    "UPDATE conversations SET deleted = 1 WHERE id = ? AND deleted = 0",
+                    (conversation_id,),
+                )
+                existed = cursor.rowcount == 1
+                conn.execute("DELETE FROM events WHERE conversation_id = ?", (conversation_id,))
+                conn.execute("DELETE FROM state WHERE conversation_id = ?", (conversation_id,))
+                if existed:
+                    deleted.add(conversation_id)
+                events.pop(conversation_id, None)
+                results.append((item.waiter, existed))
+
+        if rows:
+            if not in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+                in_transaction = True
+            conn.executemany(_INSERT_EVENT, rows)
+        if not in_transaction:
+            return events, results
+        retention = self.settings.retention_events
+        for conversation_id, seq in last_seq.items():
+            # last_seq outlives retention and deletes: it is what keeps a seq
+            # from being handed out twice after a restart.
+            conn.execute(
+                "UPDATE conversations SET last_seq = ? WHERE id = ? AND last_seq < ?",
+                (seq, conversation_id, seq),
+            )
+            if retention is not None and conversation_id not in deleted:
+                conn.execute(
+                    "DELETE FROM events WHERE conversation_id = ? AND seq <= ?",
+                    (conversation_id, seq - retention),
+                )
+        conn.execute("COMMIT")
+        self.commit_count += 1
+        return events, results
+
+
+def _waiters(batch: list[_Op]) -> list[_Waiter]:
+    return [item.waiter for item in batch if isinstance(item, _Command)]

@@ -1,0 +1,381 @@
+"""What only the sqlite backend promises: persistence, group commit, crash safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from steerline.core.errors import InvalidValueError, SteerlineError
+from steerline.log.base import ConversationExistsError, ConversationRecord, LogSettings
+from steerline.log.factory import open_log
+from steerline.log.sqlite import RECORD_COLUMNS, SqliteEventLog, StorageFailedError
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def envelope(i: int) -> bytes:
+    return b'{"event":"message_chunk","data":{"i":%d}}' % i
+
+
+async def opened(path: Path, settings: LogSettings | None = None) -> SqliteEventLog:
+    log = SqliteEventLog(str(path), settings)
+    await log.open()
+    return log
+
+
+def test_columns_cover_every_record_field() -> None:
+    assert tuple(f.name for f in dataclasses.fields(ConversationRecord)) == RECORD_COLUMNS
+
+
+def test_factory_opens_sqlite_urls(tmp_path: Path) -> None:
+    log = open_log(f"sqlite:///{tmp_path}/x.db")
+    assert isinstance(log, SqliteEventLog)
+    assert log.path == f"{tmp_path}/x.db"
+
+
+def test_rejects_bad_settings_and_memory_paths() -> None:
+    with pytest.raises(InvalidValueError):
+        SqliteEventLog("x.db", LogSettings(synchronous="OFF"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidValueError):
+        SqliteEventLog(":memory:")
+
+
+@pytest.mark.anyio
+async def test_file_is_in_wal_mode(tmp_path: Path) -> None:
+    log = await opened(tmp_path / "log.db", LogSettings(synchronous="FULL"))
+    try:
+        conn = sqlite3.connect(tmp_path / "log.db")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_reopen_keeps_everything_and_continues_seq(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path)
+    record = ConversationRecord(
+        id="c1", tenant="acme", status="running", active_run_id="r1", owner="p1"
+    )
+    await log.create_conversation(record)
+    await log.create_conversation(ConversationRecord(id="gone"))
+    for i in range(25):
+        log.append("c1", "message_chunk", envelope(i), run_id="r1")
+    log.put_state("c1", "context", b"ctx-bytes")
+    log.append("gone", "message_chunk", envelope(0))
+    await log.delete_conversation("gone")
+    expected = await log.read("c1", 0)
+    await log.close()
+
+    log = await opened(path)
+    try:
+        assert await log.get_conversation("c1") == record
+        assert await log.get_conversation("gone") is None
+        with pytest.raises(ConversationExistsError):
+            await log.create_conversation(ConversationRecord(id="gone"))
+        assert [r.id for r in await log.running_conversations()] == ["c1"]
+        assert await log.read("c1", 0) == expected
+        assert [e.seq for e in expected] == list(range(1, 26))
+        assert await log.get_state("c1", "context") == b"ctx-bytes"
+        assert log.committed_seq("c1") == 25
+        assert log.append("c1", "message_chunk", envelope(25)) == 26
+        await log.flush()
+        assert [e.seq for e in await log.read("c1", 24)] == [25, 26]
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_seq_continues_after_restart_even_when_retention_dropped_everything(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path, LogSettings(retention_events=0))
+    await log.create_conversation(ConversationRecord(id="c1"))
+    for i in range(4):
+        log.append("c1", "message_chunk", envelope(i))
+    await log.close()
+
+    log = await opened(path, LogSettings(retention_events=0))
+    try:
+        assert await log.oldest_seq("c1") == 0
+        assert await log.get_conversation("c1") is not None
+        assert log.append("c1", "message_chunk", envelope(4)) == 5
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_wait_after_restart_without_fetching_first(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path)
+    await log.create_conversation(ConversationRecord(id="c1"))
+    log.append("c1", "message_chunk", envelope(0))
+    await log.close()
+
+    log = await opened(path)
+    try:
+        with anyio.fail_after(5):
+            await log.wait("c1", 0)  # already committed before the restart
+            async with anyio.create_task_group() as tg:
+                woke = anyio.Event()
+
+                async def viewer() -> None:
+                    await log.wait("c1", 1)
+                    woke.set()
+
+                tg.start_soon(viewer)
+                await anyio.wait_all_tasks_blocked()
+                assert not woke.is_set()
+                assert log.append("c1", "message_chunk", envelope(1)) == 2
+                await woke.wait()
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_group_commit_batches(tmp_path: Path) -> None:
+    log = await opened(tmp_path / "log.db")
+    try:
+        await log.create_conversation(ConversationRecord(id="c1"))
+        before = log.commit_count
+        n = 10_000
+        for i in range(n):
+            log.append("c1", "message_chunk", envelope(i))
+        await log.flush()
+        commits = log.commit_count - before
+        assert log.committed_seq("c1") == n
+        assert n // log.settings.batch_size <= commits <= n // 20, commits
+        assert len(await log.read("c1", 0, limit=n)) == n
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_batch_size_bounds_each_transaction(tmp_path: Path) -> None:
+    log = await opened(tmp_path / "log.db", LogSettings(batch_size=1))
+    try:
+        await log.create_conversation(ConversationRecord(id="c1"))
+        before = log.commit_count
+        for i in range(5):
+            log.append("c1", "message_chunk", envelope(i))
+        await log.flush()
+        assert log.commit_count - before == 5
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_events_are_invisible_until_committed(tmp_path: Path) -> None:
+    log = await opened(tmp_path / "log.db")
+    try:
+        await log.create_conversation(ConversationRecord(id="c1"))
+        assert log.append("c1", "message_chunk", envelope(0)) == 1
+        # No await since the append: the loop cannot have learnt of a commit.
+        assert log.committed_seq("c1") == 0
+        await log.flush()
+        assert log.committed_seq("c1") == 1
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_closed_log_refuses_writes(tmp_path: Path) -> None:
+    log = await opened(tmp_path / "log.db")
+    await log.create_conversation(ConversationRecord(id="c1"))
+    await log.close()
+    await log.close()  # idempotent
+    with pytest.raises(SteerlineError):
+        log.append("c1", "message_chunk", envelope(0))
+    with pytest.raises(SteerlineError):
+        await log.flush()
+
+
+@pytest.mark.anyio
+async def test_close_ends_waiting_viewers(tmp_path: Path) -> None:
+    log = await opened(tmp_path / "log.db")
+    await log.create_conversation(ConversationRecord(id="c1"))
+    errors: list[BaseException] = []
+
+    async def viewer() -> None:
+        try:
+            await log.wait("c1", 0)
+        except SteerlineError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(viewer)
+            await anyio.wait_all_tasks_blocked()
+            await log.close()
+    assert len(errors) == 1 and "closed" in str(errors[0])
+
+
+@pytest.mark.anyio
+async def test_writer_failure_is_loud(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path)
+    await log.create_conversation(ConversationRecord(id="c1"))
+    log.append("c1", "message_chunk", envelope(0))
+    await log.flush()
+    # Sabotage the file from outside: the next commit cannot succeed.
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE events")
+    other.commit()
+    other.close()
+
+    with caplog.at_level(logging.ERROR, logger="steerline.log.sqlite"):
+        log.append("c1", "message_chunk", envelope(1))
+        with pytest.raises(StorageFailedError, match="not stored"):
+            await log.flush()
+    assert any("commit failed" in r.getMessage() for r in caplog.records)
+    assert log.committed_seq("c1") == 1
+    with pytest.raises(StorageFailedError):
+        log.append("c1", "message_chunk", envelope(2))
+    with pytest.raises(StorageFailedError):
+        log.put_state("c1", "context", b"x")
+    with pytest.raises(StorageFailedError):
+        await log.update_conversation(ConversationRecord(id="c1"))
+    with pytest.raises(StorageFailedError):
+        await log.wait("c1", 5)
+    with pytest.raises(StorageFailedError):
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_writer_failure_wakes_waiting_viewers(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path)
+    await log.create_conversation(ConversationRecord(id="c1"))
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE events")
+    other.commit()
+    other.close()
+    errors: list[BaseException] = []
+
+    async def viewer() -> None:
+        try:
+            await log.wait("c1", 0)
+        except StorageFailedError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(viewer)
+            await anyio.wait_all_tasks_blocked()
+            log.append("c1", "message_chunk", envelope(0))
+    assert len(errors) == 1
+    with pytest.raises(StorageFailedError):
+        await log.close()
+
+
+class Boom(BaseException):
+    """Not even an Exception: the writer must still report it."""
+
+
+@pytest.mark.anyio
+async def test_unexpected_writer_error_does_not_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = await opened(tmp_path / "log.db")
+    await log.create_conversation(ConversationRecord(id="c1"))
+
+    def boom(*args: object) -> None:
+        raise Boom("bug")
+
+    monkeypatch.setattr(log, "_commit_batch", boom)
+    with caplog.at_level(logging.ERROR, logger="steerline.log.sqlite"), anyio.fail_after(5):
+        log.append("c1", "message_chunk", envelope(0))
+        with pytest.raises(StorageFailedError, match="Boom"):
+            await log.flush()
+        with pytest.raises(StorageFailedError):
+            await log.close()
+    assert caplog.records
+
+
+CHILD = r"""
+import asyncio, sys
+from steerline.log.base import ConversationRecord
+from steerline.log.sqlite import SqliteEventLog
+
+PAD = b"x" * 200
+FORMAT = b'{"event":"message_chunk","data":{"i":%d,"pad":"%s"}}'
+
+async def main(path):
+    log = SqliteEventLog(path)
+    await log.open()
+    await log.create_conversation(ConversationRecord(id="c1"))
+    i = 0
+    while True:
+        await log.flush()
+        acknowledged = log.committed_seq("c1")
+        # Report it only after more appends and commits: when the test
+        # kills the child, the file holds more than was acknowledged and
+        # the child is still writing.
+        for _ in range(500):
+            i += 1
+            log.append("c1", "message_chunk", FORMAT % (i, PAD))
+            if i % 100 == 0:
+                await log.flush()
+        print(acknowledged, flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_sigkill_loses_nothing_committed(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PYTHONPATH": SRC},
+    )
+    assert proc.stdout is not None
+    printed: list[int] = []
+    try:
+        # Several flushes in: the child is appending and committing as it dies.
+        while len(printed) < 5:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            printed.append(int(line))
+    finally:
+        proc.kill()  # SIGKILL: no clean-up, no close()
+        _, stderr = proc.communicate()
+    assert len(printed) == 5, stderr.decode()
+    acknowledged = printed[-1]
+
+    async def check() -> None:
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+        log = await opened(path)
+        try:
+            assert await log.get_conversation("c1") is not None
+            events = await log.read("c1", 0, limit=10**9)
+            seqs = [e.seq for e in events]
+            assert seqs == list(range(1, len(seqs) + 1))
+            assert len(seqs) >= acknowledged
+            for event in events:
+                decoded = json.loads(event.envelope)
+                assert decoded == {
+                    "event": "message_chunk",
+                    "data": {"i": event.seq, "pad": "x" * 200},
+                    "seq": event.seq,
+                }
+            # and no seq a client may have seen is handed out again
+            assert log.append("c1", "message_chunk", envelope(0)) == len(seqs) + 1
+        finally:
+            await log.close()
+
+    anyio.run(check)
