@@ -22,8 +22,10 @@ class ConversationTail:
     committed_seq: int = 0
     hot: deque[StoredEvent] = field(default_factory=deque)
     hot_limit: int = 4096
+    """Backends must keep this at most their retention limit, or ``from_hot``
+    could serve events storage no longer has."""
     deleted: bool = False
-    _signal: anyio.Event = field(default_factory=anyio.Event)
+    _signal: anyio.Event | None = None
 
     def next_seq(self) -> int:
         self.assigned_seq += 1
@@ -40,8 +42,11 @@ class ConversationTail:
         self.wake()
 
     def wake(self) -> None:
-        self._signal.set()
-        self._signal = anyio.Event()
+        """Wake every waiter; costs nothing when nobody waits (the common case
+        for a conversation without live viewers)."""
+        signal, self._signal = self._signal, None
+        if signal is not None:
+            signal.set()
 
     def from_hot(self, after: int, limit: int) -> list[StoredEvent] | None:
         """Events with seq > after from memory, or None if memory does not reach back."""
@@ -55,4 +60,6 @@ class ConversationTail:
 
     async def wait(self, after: int) -> None:
         while self.committed_seq <= after and not self.deleted:
+            if self._signal is None:
+                self._signal = anyio.Event()
             await self._signal.wait()
