@@ -1,0 +1,203 @@
+"""What the two SDK-based providers share: request options and error mapping.
+
+:func:`fit_request` moves request options an SDK method does not declare
+into ``extra_body``, so a configured option (``top_k``, ``repetition_penalty``,
+``min_p``, ...) reaches the server whatever the SDK version knows about.
+
+:func:`to_model_error` maps provider SDK and transport failures to
+:class:`ModelError`.
+
+Both official SDKs (``openai`` and ``anthropic``) are built on httpx2 and
+share the shape of their exceptions (``status_code``, ``response``, ``body``),
+so one mapping serves both. The SDKs' own retries are switched off
+(``max_retries=0``): the runtime retries what is marked ``transient`` here,
+honouring ``retry_after``.
+
+Transient: HTTP 408, 409, 429 and 5xx, connection failures and timeouts,
+a stream cut before its end, and in-stream errors of a retryable type
+(``overloaded_error``, ``rate_limit_error``, ``api_error``, ``server_error``).
+A provider's ``x-should-retry`` header overrides the status code, as it does
+for the SDKs' own retry logic. Everything else (400, 401, 403, 404, 422, ...)
+is permanent and keeps the provider's message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import inspect
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+
+from steerline.core.errors import ModelError
+
+TRANSIENT_STATUS = frozenset({408, 409, 429})
+TRANSIENT_ERROR_TYPES = frozenset(
+    {
+        "overloaded_error",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "api_error",
+        "server_error",
+        "internal_server_error",
+        "timeout_error",
+    }
+)
+MAX_MESSAGE_CHARS = 2000
+
+SDK_ERRORS: tuple[type[BaseException], ...] = (
+    openai.OpenAIError,
+    anthropic.AnthropicError,
+    httpx2.HTTPError,
+    httpx2.StreamError,
+    OSError,
+    TimeoutError,
+)
+"""The exceptions :func:`to_model_error` understands (catch these, then map)."""
+
+
+def accepted_keywords(method: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword arguments ``method`` declares (None: it takes any)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters)
+
+
+def fit_request(params: dict[str, Any], accepted: frozenset[str] | None) -> dict[str, Any]:
+    """Move the keys of ``params`` the SDK method does not accept into ``extra_body``
+    (sent as top-level JSON fields); an explicit ``extra_body`` wins."""
+    if accepted is None:
+        return params
+    unknown = {key: params.pop(key) for key in list(params) if key not in accepted}
+    if unknown:
+        params["extra_body"] = {**unknown, **(params.get("extra_body") or {})}
+    return params
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if sent."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _error_fields(body: object) -> tuple[str | None, str | None]:
+    """(message, type) from the error bodies providers send.
+
+    Handles ``{"error": {"message", "type"}}`` (OpenAI, Anthropic, vLLM),
+    the inner ``{"message", "type"}`` (what the OpenAI SDK keeps),
+    ``{"error": "text"}`` (Ollama) and ``{"detail": ...}`` (FastAPI servers).
+    """
+    if isinstance(body, str):
+        return (body.strip() or None), None
+    if not isinstance(body, Mapping):
+        return None, None
+    inner: Any = body.get("error", body)
+    if isinstance(inner, str):
+        return inner, None
+    if not isinstance(inner, Mapping):
+        return None, None
+    message = inner.get("message")
+    kind = inner.get("type") or inner.get("code")
+    if not isinstance(message, str):
+        detail = inner.get("detail")
+        message = detail if isinstance(detail, str) else None
+    return message, kind if isinstance(kind, str) else None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's text, followed by its cause's (connection errors hide it)."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({type(cause).__name__}: {cause})"
+    return text
+
+
+def _status_error(
+    provider: str, status: int, body: object, headers: Mapping[str, str] | None, fallback: str
+) -> ModelError:
+    message, kind = _error_fields(body)
+    transient = status in TRANSIENT_STATUS or status >= 500 or kind in TRANSIENT_ERROR_TYPES
+    should_retry = (headers or {}).get("x-should-retry")
+    if should_retry == "true":
+        transient = True
+    elif should_retry == "false":
+        transient = False
+    where = f"HTTP {status}" if status >= 400 else "error in stream"
+    text = message or fallback
+    if kind and kind not in text:
+        text = f"{kind}: {text}"
+    return ModelError(
+        _clip(f"{provider} {where}: {text}"),
+        transient=transient,
+        retry_after=retry_after_seconds(headers) if transient else None,
+    )
+
+
+def to_model_error(exc: BaseException, provider: str) -> ModelError:
+    """Translate one SDK/transport exception into a :class:`ModelError`."""
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
+        return _status_error(provider, exc.status_code, exc.body, exc.response.headers, exc.message)
+    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
+        timeout = isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError)
+        what = "timed out" if timeout else "connection failed"
+        return ModelError(_clip(f"{provider} {what}: {_describe(exc)}"), transient=True)
+    if isinstance(exc, openai.APIResponseValidationError | anthropic.APIResponseValidationError):
+        return ModelError(_clip(f"{provider} sent an unexpected response: {exc.message}"))
+    if isinstance(exc, openai.APIError | anthropic.APIError):
+        # An error object in the middle of a stream (no HTTP status of its own).
+        message, kind = _error_fields(exc.body)
+        text = message or exc.message
+        if kind and kind not in text:
+            text = f"{kind}: {text}"
+        return ModelError(
+            _clip(f"{provider} error in stream: {text}"),
+            transient=kind in TRANSIENT_ERROR_TYPES,
+        )
+    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+        return ModelError(_clip(f"{provider} timed out: {_describe(exc)}"), transient=True)
+    if isinstance(exc, httpx2.TransportError | OSError):
+        return ModelError(_clip(f"{provider} connection lost: {_describe(exc)}"), transient=True)
+    if isinstance(exc, httpx2.HTTPError | httpx2.StreamError):
+        return ModelError(_clip(f"{provider} HTTP error: {_describe(exc)}"), transient=True)
+    return ModelError(_clip(f"{provider} error: {_describe(exc)}"))
+
+
+def stream_cut(provider: str) -> ModelError:
+    """The HTTP body ended before the provider's end-of-reply marker."""
+    return ModelError(
+        f"{provider} stream ended before the reply was complete (connection cut)",
+        transient=True,
+    )

@@ -1,0 +1,381 @@
+"""Anthropic Messages API streaming, on the official ``anthropic`` SDK.
+
+``messages.create(stream=True)`` yields the raw named SSE events
+(``message_start``, ``content_block_start|delta|stop``, ``message_delta``,
+``message_stop``; ``ping`` is dropped by the SDK); they are translated as:
+
+* ``text_delta`` → text, ``thinking_delta`` → thinking,
+* ``tool_use`` blocks and their ``input_json_delta`` fragments → tool calls
+  (the block index identifies the call; its ``content_block_stop`` ends it),
+* ``message_start`` / ``message_delta`` usage → usage,
+* ``stop_reason``: ``end_turn``/``stop_sequence``/``pause_turn`` → stop,
+  ``tool_use`` → tool_use, ``max_tokens`` → length; ``refusal`` is an error.
+
+Requests: the system prompt goes in ``system``; tool results are user
+``tool_result`` blocks; consecutive messages of one role are merged, as the
+API requires alternation. Thinking blocks are sent back with the signature
+the API gave them (remembered by this model instance, since steerline's
+messages keep only the text); a thinking block whose signature is unknown
+(e.g. a conversation reloaded in another process) is left out.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
+
+import anthropic
+import anyio
+
+from steerline.core.errors import ModelError
+from steerline.core.messages import (
+    AssistantMessage,
+    AssistantStopReason,
+    ImageContent,
+    Message,
+    TextContent,
+    ThinkingContent,
+    ToolCall,
+    ToolResultMessage,
+    UserMessage,
+)
+from steerline.models._sdk import (
+    SDK_ERRORS,
+    accepted_keywords,
+    fit_request,
+    stream_cut,
+    to_model_error,
+)
+from steerline.models.base import (
+    ModelPart,
+    ModelRequest,
+    StreamEnd,
+    TextPart,
+    ThinkingPart,
+    ToolCallEndPart,
+    ToolCallPart,
+    ToolSpec,
+    UsagePart,
+)
+
+PROVIDER = "anthropic"
+DEFAULT_MAX_TOKENS = 8192
+"""The Messages API requires ``max_tokens``; this is used when none is set."""
+LOCAL_API_KEY = "not-needed"
+MAX_REMEMBERED_SIGNATURES = 1024
+
+STOP_REASONS: dict[str, AssistantStopReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "tool_use": "tool_use",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+}
+
+
+# -- request ----------------------------------------------------------------
+def _image_block(image: ImageContent) -> dict[str, Any]:
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": image.mime_type, "data": image.data},
+    }
+
+
+def _content_blocks(parts: list[TextContent | ImageContent]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, TextContent):
+            if part.text:  # the API rejects empty text blocks
+                blocks.append({"type": "text", "text": part.text})
+        else:
+            blocks.append(_image_block(part))
+    return blocks
+
+
+def _assistant_blocks(
+    message: AssistantMessage, signatures: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for part in message.content:
+        if isinstance(part, ThinkingContent):
+            signature = signatures.get(part.thinking)
+            if signature:
+                blocks.append(
+                    {"type": "thinking", "thinking": part.thinking, "signature": signature}
+                )
+        elif isinstance(part, TextContent):
+            if part.text:
+                blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, ToolCall):
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": part.id,
+                    "name": part.name,
+                    "input": part.arguments if part.invalid_arguments is None else {},
+                }
+            )
+    return blocks
+
+
+def _tool_result_block(message: ToolResultMessage) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+    content = _content_blocks(list(message.content))
+    if content:
+        block["content"] = content
+    if message.is_error:
+        block["is_error"] = True
+    return block
+
+
+def to_anthropic_messages(
+    messages: list[Message], signatures: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """steerline messages → Messages API ``messages`` (roles alternate)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        role: str
+        if isinstance(message, UserMessage):
+            role = "user"
+            blocks = _content_blocks(list(message.content)) or [
+                {"type": "text", "text": "(empty message)"}
+            ]
+        elif isinstance(message, AssistantMessage):
+            role = "assistant"
+            blocks = _assistant_blocks(message, signatures or {})
+        else:
+            role = "user"
+            blocks = [_tool_result_block(message)]
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    for entry in out:
+        if entry["role"] == "user":
+            # tool_result blocks must open the user turn that answers tool_use
+            entry["content"].sort(key=lambda block: block["type"] != "tool_result")
+    return out
+
+
+def to_anthropic_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "input_schema": spec.parameters or {"type": "object", "properties": {}},
+        }
+        for spec in tools
+    ]
+
+
+# -- model ------------------------------------------------------------------
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+class _EventTranslator:
+    """The raw stream events of one reply → model parts."""
+
+    def __init__(self, on_signature: Callable[[str, str], None]) -> None:
+        self._on_signature = on_signature
+        self._blocks: dict[int, str] = {}  # block index → block type
+        self._thinking: dict[int, list[str]] = {}
+        self._signatures: dict[int, str] = {}
+        self._input_tokens = 0
+        self.stop_reason: str | None = None
+        self.stopped = False
+
+    def translate(self, event: Any) -> Iterator[ModelPart]:
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            usage = getattr(event.message, "usage", None)
+            self._input_tokens = sum(
+                _int(getattr(usage, name, 0))
+                for name in (
+                    "input_tokens",
+                    "cache_creation_input_tokens",
+                    "cache_read_input_tokens",
+                )
+            )
+            yield UsagePart(self._input_tokens, _int(getattr(usage, "output_tokens", 0)))
+        elif kind == "content_block_start":
+            yield from self._block_start(event.index, event.content_block)
+        elif kind == "content_block_delta":
+            yield from self._block_delta(event.index, event.delta)
+        elif kind == "content_block_stop":
+            block_type = self._blocks.get(event.index)
+            if block_type == "tool_use":
+                yield ToolCallEndPart(event.index)
+            elif block_type == "thinking" and self._signatures.get(event.index):
+                text = "".join(self._thinking.get(event.index, []))
+                self._on_signature(text, self._signatures[event.index])
+        elif kind == "message_delta":
+            self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
+            usage = getattr(event, "usage", None)
+            if usage is not None:
+                input_tokens = max(self._input_tokens, _int(getattr(usage, "input_tokens", 0)))
+                yield UsagePart(input_tokens, _int(getattr(usage, "output_tokens", 0)))
+        elif kind == "message_stop":
+            self.stopped = True
+
+    def _block_start(self, index: int, block: Any) -> Iterator[ModelPart]:
+        self._blocks[index] = block.type
+        if block.type == "tool_use":
+            yield ToolCallPart(index=index, id=block.id, name=block.name)
+        elif block.type == "text" and getattr(block, "text", ""):
+            yield TextPart(block.text)
+        elif block.type == "thinking":
+            self._thinking[index] = []
+            if getattr(block, "thinking", ""):
+                self._thinking[index].append(block.thinking)
+                yield ThinkingPart(block.thinking)
+
+    def _block_delta(self, index: int, delta: Any) -> Iterator[ModelPart]:
+        if delta.type == "text_delta" and delta.text:
+            yield TextPart(delta.text)
+        elif delta.type == "thinking_delta" and delta.thinking:
+            self._thinking.setdefault(index, []).append(delta.thinking)
+            yield ThinkingPart(delta.thinking)
+        elif delta.type == "signature_delta":
+            self._signatures[index] = self._signatures.get(index, "") + delta.signature
+        elif (
+            delta.type == "input_json_delta"
+            and self._blocks.get(index) == "tool_use"
+            and delta.partial_json
+        ):
+            yield ToolCallPart(index=index, arguments=delta.partial_json)
+
+
+class AnthropicModel:
+    """A Claude model through the Messages API.
+
+    ``api_key`` defaults to ``$ANTHROPIC_API_KEY``. ``thinking_budget``
+    enables extended thinking with that many tokens (it must stay below
+    ``max_tokens``; the API then requires the default temperature).
+    ``request_options`` go to every ``messages.create`` call (``top_p``,
+    ``stop_sequences``, ``metadata``, ``extra_headers`` for beta flags, ...).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        thinking_budget: int | None = None,
+        timeout: float | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        client: anthropic.AsyncAnthropic | None = None,
+        **request_options: Any,
+    ) -> None:
+        if not model:
+            raise ModelError("anthropic: a model name is required")
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens or DEFAULT_MAX_TOKENS
+        self.thinking_budget = thinking_budget
+        self.request_options = request_options
+        self._signatures: OrderedDict[str, str] = OrderedDict()
+        self._owns_client = client is None
+        if client is None:
+            key = (
+                api_key
+                or os.environ.get("ANTHROPIC_API_KEY")
+                or (LOCAL_API_KEY if base_url else None)
+            )
+            if not key:
+                raise ModelError("anthropic: no API key: pass api_key or set ANTHROPIC_API_KEY")
+            settings: dict[str, Any] = {"api_key": key, "base_url": base_url, "max_retries": 0}
+            if timeout is not None:
+                settings["timeout"] = timeout
+            if default_headers:
+                settings["default_headers"] = dict(default_headers)
+            client = anthropic.AsyncAnthropic(**settings)
+        self.client = client
+        self._accepted = accepted_keywords(self.client.messages.create)
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    @property
+    def base_url(self) -> str:
+        return str(self.client.base_url)
+
+    def request_params(self, request: ModelRequest) -> dict[str, Any]:
+        """The keyword arguments of ``messages.create`` for ``request``."""
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "messages": to_anthropic_messages(list(request.messages), self._signatures),
+            "stream": True,
+        }
+        if request.system_prompt:
+            params["system"] = request.system_prompt
+        if request.tools:
+            params["tools"] = to_anthropic_tools(list(request.tools))
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.thinking_budget:
+            params["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_budget}
+        params.update(self.request_options)
+        return fit_request(params, self._accepted)
+
+    def _remember_signature(self, thinking: str, signature: str) -> None:
+        self._signatures[thinking] = signature
+        self._signatures.move_to_end(thinking)
+        while len(self._signatures) > MAX_REMEMBERED_SIGNATURES:
+            self._signatures.popitem(last=False)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelPart]:
+        params = self.request_params(request)
+        try:
+            response = await self.client.messages.create(**params)
+        except SDK_ERRORS as exc:
+            raise to_model_error(exc, PROVIDER) from exc
+        translator = _EventTranslator(self._remember_signature)
+        try:
+            try:
+                async for event in response:
+                    for part in translator.translate(event):
+                        yield part
+            except SDK_ERRORS as exc:
+                raise to_model_error(exc, PROVIDER) from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.close()
+        if not translator.stopped:
+            raise stream_cut(PROVIDER)
+        if translator.stop_reason == "refusal":
+            raise ModelError("anthropic: the model declined to answer (stop_reason=refusal)")
+        yield StreamEnd(STOP_REASONS.get(translator.stop_reason or "end_turn", "stop"))
+
+    async def check(self) -> None:
+        """Reach the endpoint once (``GET /v1/models``); raise ``ModelError`` if unreachable."""
+        try:
+            await self.client.models.list(limit=1)
+        except anthropic.NotFoundError:
+            return
+        except SDK_ERRORS as exc:
+            raise to_model_error(exc, PROVIDER) from exc
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (only if this model created it)."""
+        if self._owns_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> AnthropicModel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AnthropicModel({self.model!r}, base_url={self.base_url!r})"
