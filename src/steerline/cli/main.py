@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from steerline.config import SteerlineConfig
+
 from steerline.cli.render import EventPrinter
+from steerline.core.errors import SteerlineError
 from steerline.core.events import (
     AgentEvent,
     ToolExecutionStart,
@@ -109,36 +114,81 @@ def run(
     raise typer.Exit(code)
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="steerline.toml with server and agents.NAME tables "
+        "(default: $STEERLINE_CONFIG, else ./steerline.toml if present).",
+    ),
+]
+
+
+def _load_config(path: Path | None) -> SteerlineConfig:
+    from steerline.config import load_config
+
+    try:
+        return load_config(path)
+    except SteerlineError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default 8000).")] = None,
     store: Annotated[
-        str, typer.Option(help="memory://, sqlite:///relative.db or sqlite:////abs.db")
-    ] = "sqlite:///steerline.db",
+        str | None,
+        typer.Option(
+            help="memory://, sqlite:///relative.db or sqlite:////abs.db (default sqlite:///steerline.db)"
+        ),
+    ] = None,
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback bind without API keys.")
     ] = False,
 ) -> None:
-    """Run the HTTP server (SSE, NDJSON, WebSocket) with the demo agent."""
+    """Run the HTTP server (SSE, NDJSON, WebSocket) with the demo and configured agents."""
     from steerline.cli.serve import serve as run_server
-    from steerline.server.settings import InsecureBindError, ServerSettings
+    from steerline.server.from_config import settings_from_config
+    from steerline.server.settings import InsecureBindError
 
-    settings = ServerSettings(host=host, port=port, store=store, insecure=insecure)
+    loaded = _load_config(config)
     try:
-        run_server(settings)
-    except InsecureBindError as exc:
+        settings = settings_from_config(
+            loaded, host=host, port=port, store=store, insecure=insecure or None
+        )
+        run_server(settings, loaded.registry())
+    except (InsecureBindError, SteerlineError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
 @app.command()
-def chat() -> None:
-    """Chat with the demo agent in the terminal: Enter steers, Alt+Enter queues a follow-up."""
+def chat(
+    config: ConfigOption = None,
+    agent: Annotated[
+        str | None, typer.Option(help="Agent name from the config (default: the default agent).")
+    ] = None,
+) -> None:
+    """Chat with an agent in the terminal: Enter steers, Alt+Enter queues a follow-up."""
     from steerline.cli.chat import chat as run_chat
 
-    agent = Agent(model=DemoModel(), tools=demo_tools())
-    anyio.run(run_chat, agent)
+    loaded = _load_config(config)
+
+    async def main() -> None:
+        try:
+            built = loaded.agent(agent).build()
+        except SteerlineError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            await run_chat(built)
+        finally:
+            await loaded.aclose()
+
+    anyio.run(main)
 
 
 def main() -> None:
