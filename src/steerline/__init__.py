@@ -4,6 +4,9 @@ Steer a busy agent, queue follow-ups, and stream every step from a durable,
 resumable event log. See README.md and SPEC §2.7 for the public API.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from steerline.core.errors import (
     AgentBusyError,
     InboxError,
@@ -37,7 +40,38 @@ from steerline.runtime import (
 )
 from steerline.tools import Tool, ToolContext, ToolError, demo_tools, tool
 
+if TYPE_CHECKING:
+    from steerline.config import (
+        AgentConfig,
+        ConfigError,
+        SteerlineConfig,
+        check_agent,
+        load_config,
+    )
+    from steerline.models.anthropic import AnthropicModel
+    from steerline.models.openai import OpenAIModel
+    from steerline.models.registry import build_model
+
 __version__ = "0.1.0"
+
+# Imported on first use: `import steerline` must not load both provider SDKs.
+_LAZY = {
+    "AnthropicModel": "steerline.models.anthropic",
+    "OpenAIModel": "steerline.models.openai",
+    "build_model": "steerline.models.registry",
+    "AgentConfig": "steerline.config",
+    "ConfigError": "steerline.config",
+    "SteerlineConfig": "steerline.config",
+    "check_agent": "steerline.config",
+    "load_config": "steerline.config",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'steerline' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def demo_agent(**settings: object) -> Agent:
@@ -48,8 +82,11 @@ def demo_agent(**settings: object) -> Agent:
 __all__ = [
     "Agent",
     "AgentBusyError",
+    "AgentConfig",
     "AgentEvent",
+    "AnthropicModel",
     "AssistantMessage",
+    "ConfigError",
     "DemoModel",
     "EnqueueResult",
     "EventStream",
@@ -62,6 +99,7 @@ __all__ = [
     "MessageTooLargeError",
     "Model",
     "ModelError",
+    "OpenAIModel",
     "QueueFullError",
     "QueuedMessage",
     "RetryPolicy",
@@ -69,6 +107,7 @@ __all__ = [
     "ScriptedError",
     "ScriptedModel",
     "ScriptedReply",
+    "SteerlineConfig",
     "SteerlineError",
     "TextContent",
     "ThinkingContent",
@@ -79,7 +118,10 @@ __all__ = [
     "ToolResultMessage",
     "UserMessage",
     "__version__",
+    "build_model",
+    "check_agent",
     "demo_agent",
     "encode_event",
+    "load_config",
     "tool",
 ]
