@@ -121,6 +121,7 @@ __all__ = [
     "build_model",
     "check_agent",
     "demo_agent",
+    "demo_tools",
     "encode_event",
     "load_config",
     "tool",
