@@ -239,8 +239,6 @@ def create_app(
             priority=body.priority,
             start_if_idle=True,
         )
-        if acceptance.run_id is not None:
-            state.metrics.runs.inc()
         if acceptance.duplicate:
             return JSONResponse(
                 {
@@ -299,8 +297,6 @@ def create_app(
             priority=body.priority,
             start_if_idle=settings.service.auto_continue,
         )
-        if acceptance.run_id is not None:
-            state.metrics.runs.inc()
         return {
             "conversation_id": conv.id,
             "message_id": acceptance.message_id,
@@ -416,6 +412,7 @@ def create_app(
             registry=state.streams,
             auto_continue=settings.service.auto_continue,
             on_events=state.metrics.events.labels("websocket").inc,
+            on_frame=lambda: state.gate.check_rate(tenant_name),
         )
         try:
             await session.run()
@@ -433,7 +430,10 @@ def create_app(
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
         """Prometheus text format."""
-        live = state.service.live_conversations() if state.service else []
+        service = state.service
+        live = service.live_conversations() if service else []
+        if service is not None:
+            state.metrics.sync_runs(service.runs_started)
         state.metrics.queue_depth.set(sum(len(c.agent.inbox) for c in live))
         state.metrics.running.set(sum(1 for c in live if c.busy))
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._runs_reported = 0
         self.runs = Counter(
             "steerline_runs", "Runs started by this process.", registry=self.registry
         )
@@ -42,6 +43,13 @@ class Metrics:
             "Streams ended because the client fell behind.",
             registry=self.registry,
         )
+
+    def sync_runs(self, started: int) -> None:
+        """Bring the runs counter up to the service's count (runs start from
+        HTTP routes and WebSocket frames alike; the service counts them all)."""
+        if started > self._runs_reported:
+            self.runs.inc(started - self._runs_reported)
+            self._runs_reported = started
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,6 +63,7 @@ class WebSocketSession:
         registry: StreamRegistry,
         auto_continue: bool,
         on_events: Callable[[int], None] = lambda _n: None,
+        on_frame: Callable[[], None] = lambda: None,
     ) -> None:
         self.websocket = websocket
         self.conversation = conversation
@@ -71,6 +72,8 @@ class WebSocketSession:
         self.registry = registry
         self.auto_continue = auto_continue
         self.sink = _WebSocketSink(websocket, on_events)
+        self._on_frame = on_frame
+        """Called for every client frame; raises to refuse it (rate limit)."""
         self._tail_scope: anyio.CancelScope | None = None
         self._group: anyio.abc.TaskGroup | None = None
         self.end_reason: EndReason | None = None
@@ -131,6 +134,7 @@ class WebSocketSession:
     async def _handle(self, text: str) -> None:
         request_id: Any = None
         try:
+            self._on_frame()
             if len(text) > MAX_FRAME_BYTES:
                 raise InvalidValueError(f"frame over {MAX_FRAME_BYTES} bytes")
             try:
