@@ -134,7 +134,6 @@ class WebSocketSession:
     async def _handle(self, text: str) -> None:
         request_id: Any = None
         try:
-            self._on_frame()
             if len(text) > MAX_FRAME_BYTES:
                 raise InvalidValueError(f"frame over {MAX_FRAME_BYTES} bytes")
             try:
@@ -144,6 +143,7 @@ class WebSocketSession:
             if not isinstance(frame, dict):
                 raise _FrameError("invalid_frame", "frame must be a JSON object")
             request_id = frame.get("request_id")
+            self._on_frame()
             kind = frame.get("type")
             handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
             if handler is None:
