@@ -28,6 +28,10 @@ from steerline.models.base import (
 )
 
 MAX_DELAY_MS = 10_000
+ZERO_DELAY_BATCH = 8
+"""With no delay, yield to the event loop every this many tokens: often enough
+that a steer gets in at once, rarely enough that viewers receive tokens in
+batches (one socket write per batch instead of per token)."""
 
 
 @dataclass(slots=True)
@@ -105,10 +109,15 @@ class DemoModel:
         directives = parse_directives(_last_user_text(request))
         delay = (directives.delay_ms or self.default_delay_ms) / 1000.0
 
+        parts = 0
+
         async def pause() -> None:
+            nonlocal parts
             if delay > 0:
                 await anyio.sleep(delay)
-            else:
+                return
+            parts += 1
+            if parts % ZERO_DELAY_BATCH == 0:
                 await anyio.lowlevel.checkpoint()
 
         if directives.thinking:

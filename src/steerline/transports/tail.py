@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import anyio
 
-from steerline.log.base import EventLog, StoredEvent
+from steerline.log.base import EventLog, RetentionError, StoredEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +25,17 @@ class StreamSettings:
     ping_interval: float = 15.0
     retry_ms: int = 1000
     max_lag_events: int = 10_000
-    """A viewer further behind the log's head than this is dropped with a hint."""
+    """A viewer further behind the log's head than this is dropped with a hint.
+
+    Only events appended after the viewer connected count: replaying the
+    history a viewer asked for is not falling behind."""
     send_timeout: float = 10.0
     """A send blocked longer than this (client not reading) drops the viewer."""
     batch_limit: int = 512
     """Most events read from the log and written to the socket at once."""
+    linger: float = 0.001
+    """Seconds a woken viewer waits before reading, so a burst of events goes
+    out in one write instead of many (Nagle-like; 0 disables)."""
 
 
 StopRule = Literal["first_done", "run_done", "caught_up", "never"]
@@ -108,6 +114,7 @@ class LogTail:
         self.last_sent = plan.after
         self._started = plan.start_run_id is None
         cursor = plan.after
+        head_at_start = self.log.committed_seq(self.conversation_id)
         if self.registry is not None:
             if self.registry.shutting_down:
                 await sink.hint(self.last_sent)
@@ -120,28 +127,49 @@ class LogTail:
                     return EndReason.SHUTDOWN
                 if plan.stop == "caught_up" and cursor >= plan.until_seq:
                     return EndReason.COMPLETE
-                batch = await self.log.read(self.conversation_id, cursor, self.settings.batch_limit)
+                try:
+                    batch = await self.log.read(
+                        self.conversation_id, cursor, self.settings.batch_limit
+                    )
+                except RetentionError:
+                    # Retention dropped events this viewer had not read yet: end
+                    # with a hint rather than skip them (a resume then gets a
+                    # clear 409 instead of a silent gap).
+                    await self._send(sink.hint(self.last_sent), 1.0)
+                    return EndReason.SLOW
                 if not batch:
-                    if await self.log.get_conversation(self.conversation_id) is None:
+                    if not await self._wait(cursor, sink):
                         return EndReason.DELETED
-                    await self._wait(cursor, sink)
                     continue
                 cursor = batch[-1].seq
                 selected, finished = self._select(batch)
                 if selected:
                     if not await self._send(sink.events(selected)):
-                        await self._send(sink.hint(self.last_sent), 1.0)
+                        await self._drop(sink)
                         return EndReason.SLOW
                     self.last_sent = selected[-1].seq
                 if finished:
                     return EndReason.COMPLETE
-                lag = self.log.committed_seq(self.conversation_id) - self.last_sent
+                position = max(cursor, head_at_start)
+                lag = self.log.committed_seq(self.conversation_id) - position
                 if lag > self.settings.max_lag_events:
-                    await self._send(sink.hint(self.last_sent), 1.0)
+                    await self._drop(sink)
                     return EndReason.SLOW
         finally:
             if self.registry is not None:
                 self.registry.discard(self)
+
+    async def _drop(self, sink: TailSink) -> None:
+        """End a viewer that fell behind with a hint to resume from its last id.
+
+        It stops counting as an open stream at once. The hint itself may have
+        to wait for a socket the client stopped reading to drain (the server
+        cannot write past a full buffer), so it gets a full send timeout of its
+        own: a client that reads again within it still sees the hint.
+        """
+        if self.registry is not None:
+            self.registry.discard(self)
+        await self._send(sink.hint(self.last_sent), max(1.0, self.settings.send_timeout))
 
     def _select(self, batch: list[StoredEvent]) -> tuple[list[StoredEvent], bool]:
         plan = self.plan
@@ -162,7 +190,15 @@ class LogTail:
                 return selected, True
         return selected, False
 
-    async def _wait(self, cursor: int, sink: TailSink) -> None:
+    async def _wait(self, cursor: int, sink: TailSink) -> bool:
+        """Wait for events after ``cursor``; False if the conversation is gone.
+
+        Storage is asked whether the conversation still exists only when a
+        wake-up brought nothing new (deletion wakes waiters too), not on every
+        empty read.
+        """
+        if self.log.committed_seq(self.conversation_id) > cursor:
+            return True
         with anyio.CancelScope() as scope:
             self._scope = scope
             if self._interrupted:
@@ -170,8 +206,15 @@ class LogTail:
             with anyio.move_on_after(self.settings.ping_interval) as timer:
                 await self.log.wait(self.conversation_id, cursor)
         self._scope = None
-        if timer.cancelled_caught and not self._interrupted:
+        if self._interrupted:
+            return True
+        if timer.cancelled_caught:
             await self._send(sink.ping())
+        elif self.log.committed_seq(self.conversation_id) <= cursor:
+            return await self.log.get_conversation(self.conversation_id) is not None
+        elif self.settings.linger > 0:
+            await anyio.sleep(self.settings.linger)
+        return True
 
     async def _send(self, pending: Awaitable[None], limit: float | None = None) -> bool:
         """Await one write; False if it stayed blocked past the limit."""
