@@ -27,7 +27,7 @@ import email.utils
 import inspect
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, Self
 
 import anthropic
 import httpx2
@@ -201,3 +201,26 @@ def stream_cut(provider: str) -> ModelError:
         f"{provider} stream ended before the reply was complete (connection cut)",
         transient=True,
     )
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+class SDKModelBase:
+    """What both SDK-backed models share: closing a client they created
+    themselves (never one passed in) and ``async with`` support."""
+
+    client: _Closable
+    _owns_client: bool
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (only if this model created it)."""
+        if self._owns_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -43,6 +43,7 @@ from steerline.core.messages import (
 )
 from steerline.models._sdk import (
     SDK_ERRORS,
+    SDKModelBase,
     accepted_keywords,
     fit_request,
     stream_cut,
@@ -251,7 +252,7 @@ class _EventTranslator:
             yield ToolCallPart(index=index, arguments=delta.partial_json)
 
 
-class AnthropicModel:
+class AnthropicModel(SDKModelBase):
     """A Claude model through the Messages API.
 
     ``api_key`` defaults to ``$ANTHROPIC_API_KEY``. ``thinking_budget``
@@ -260,6 +261,8 @@ class AnthropicModel:
     ``request_options`` go to every ``messages.create`` call (``top_p``,
     ``stop_sequences``, ``metadata``, ``extra_headers`` for beta flags, ...).
     """
+
+    client: anthropic.AsyncAnthropic
 
     def __init__(
         self,
@@ -365,17 +368,6 @@ class AnthropicModel:
             return
         except SDK_ERRORS as exc:
             raise to_model_error(exc, PROVIDER) from exc
-
-    async def aclose(self) -> None:
-        """Close the HTTP client (only if this model created it)."""
-        if self._owns_client:
-            await self.client.close()
-
-    async def __aenter__(self) -> AnthropicModel:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"AnthropicModel({self.model!r}, base_url={self.base_url!r})"

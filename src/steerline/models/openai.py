@@ -41,6 +41,7 @@ from steerline.core.messages import (
 )
 from steerline.models._sdk import (
     SDK_ERRORS,
+    SDKModelBase,
     accepted_keywords,
     fit_request,
     stream_cut,
@@ -258,7 +259,7 @@ class _ChunkTranslator:
             )
 
 
-class OpenAIModel:
+class OpenAIModel(SDKModelBase):
     """A model behind an OpenAI-compatible Chat Completions endpoint.
 
     ``api_key`` defaults to ``$OPENAI_API_KEY``; with a ``base_url`` and no key
@@ -268,6 +269,8 @@ class OpenAIModel:
     ``extra_body={...}`` for server-specific fields, ...). Pass ``client``
     to reuse a configured ``AsyncOpenAI`` (its retries should be off).
     """
+
+    client: openai.AsyncOpenAI
 
     def __init__(
         self,
@@ -370,17 +373,6 @@ class OpenAIModel:
             return
         except SDK_ERRORS as exc:
             raise to_model_error(exc, PROVIDER) from exc
-
-    async def aclose(self) -> None:
-        """Close the HTTP client (only if this model created it)."""
-        if self._owns_client:
-            await self.client.close()
-
-    async def __aenter__(self) -> OpenAIModel:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"OpenAIModel({self.model!r}, base_url={self.base_url!r})"
