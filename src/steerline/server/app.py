@@ -33,7 +33,7 @@ from steerline.server.history import build_history
 from steerline.server.metrics import Metrics
 from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry
-from steerline.service.conversation import Conversation, check_submit_mode
+from steerline.service.conversation import Conversation, check_message_size, check_submit_mode
 from steerline.service.service import ConversationService
 from steerline.transports.framing import choose_framing
 from steerline.transports.http_stream import LogStreamResponse
@@ -229,6 +229,8 @@ def create_app(
         service = state.conversations
         release = state.gate.open_stream(tenant_name)
         release()  # only checks that a slot is free before the message is accepted
+        # before get_or_create: a refused message must not create a conversation
+        check_message_size(body.query, settings.service.inbox.max_message_bytes)
         conv, created = await service.get_or_create(
             tenant_name, body.conversation_id, body.agent_name
         )

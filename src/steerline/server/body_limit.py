@@ -27,18 +27,28 @@ class BodyLimitMiddleware:
                 return
         received = 0
         started = False
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded:
+                # The app caught _TooLarge and answered with its own error (FastAPI
+                # turns any failed body read into 400 "error parsing the body"):
+                # answer 413 instead and drop the app's response.
+                if not started:
+                    started = True
+                    await self._reject(scope, receive, send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)

@@ -16,10 +16,15 @@ from typing import Any, Literal, get_args
 import anyio
 from msgspec import to_builtins
 
-from steerline.core.errors import AgentBusyError, InvalidValueError, SteerlineError
+from steerline.core.errors import (
+    AgentBusyError,
+    InvalidValueError,
+    MessageTooLargeError,
+    SteerlineError,
+)
 from steerline.core.events import AgentEnd, AgentEvent, QueueUpdate, TurnEnd
 from steerline.core.ids import new_id
-from steerline.core.messages import UserContent
+from steerline.core.messages import UserContent, as_user_content, content_size
 from steerline.log.base import ConversationRecord, EventLog
 from steerline.runtime.agent import Agent, check_policy
 from steerline.runtime.inbox import InboxSnapshot, Lane, QueuedMessage, check_delivery_mode
@@ -45,6 +50,13 @@ def check_submit_mode(value: str) -> SubmitMode:
             f"unknown mode {value!r}; expected one of {', '.join(SUBMIT_MODES)}"
         )
     return value
+
+
+def check_message_size(content: str | list[UserContent], limit: int) -> None:
+    """``MessageTooLargeError`` if ``content`` is over the inbox's message limit."""
+    size = content_size(as_user_content(content))
+    if size > limit:
+        raise MessageTooLargeError(f"message is {size} bytes; the limit is {limit}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +187,9 @@ class Conversation:
     ) -> Acceptance:
         if self.busy:
             raise AgentBusyError("a run is active")
+        if content is not None:
+            # refuse here, not inside the run task: the caller gets the error
+            check_message_size(content, self.agent.inbox.limits.max_message_bytes)
         run_id = new_id("run")
         after = self.last_seq
         self.busy = True

@@ -176,8 +176,12 @@ class ConversationService:
 
         Their queued messages are kept and start nothing by themselves.
         """
-        for record in await self.log.running_conversations():
-            if record.owner == self.owner:
+        for stale in await self.log.running_conversations():
+            if stale.owner == self.owner:
+                continue
+            # fetched through the log, which loads its seq counter (else append fails)
+            record = await self.log.get_conversation(stale.id)
+            if record is None:
                 continue
             conversation = await self._load(record)
             run_id = record.active_run_id or new_id("run")
