@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, get_args
 
+import anyio
+import anyio.lowlevel
+
 from steerline.core.errors import (
     AgentBusyError,
     InvalidValueError,
@@ -300,10 +303,37 @@ class Agent:
             emit=self._emit,
         )
         self._run = run
+
+        async def abort_when_cancelled() -> None:
+            try:
+                await anyio.sleep_forever()
+            finally:
+                if not run.done.is_set():
+                    run.abort()
+
+        # The run is shielded: a caller's cancellation (a timeout, a server
+        # shutting down) becomes abort() through the watcher, so the run still
+        # ends as an abort does (closed message, turn and tool calls, agent_end)
+        # instead of leaving tool calls without results; then it propagates.
+        failure: Exception | None = None
         try:
-            return await run.execute(initial, poll_first=poll_first)
+            async with anyio.create_task_group() as group:
+                group.start_soon(abort_when_cancelled)
+                try:
+                    with anyio.CancelScope(shield=True):
+                        result = await run.execute(initial, poll_first=poll_first)
+                except Exception as exc:
+                    failure = exc
+                finally:
+                    self._run = None
+                group.cancel_scope.cancel()
         finally:
-            self._run = None
+            if self._run is run:  # a new run may have started meanwhile
+                self._run = None
+        if failure is not None:
+            raise failure
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result
 
     def _emit(self, event: AgentEvent) -> None:
         self._hub.emit(event)

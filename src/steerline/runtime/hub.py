@@ -90,17 +90,36 @@ class EventHub:
     def __init__(self) -> None:
         self._callbacks: list[EventCallback] = []
         self._streams: list[EventStream] = []
+        self._pending: deque[AgentEvent] = deque()
+        self._emitting = False
         self.seq = 0
 
     def emit(self, event: AgentEvent) -> None:
+        """Number ``event`` and deliver it to everyone.
+
+        An event emitted by a subscriber (a callback that steers emits a
+        ``queue_update``) is delivered after the current one, so every
+        consumer still sees ``seq`` in order.
+        """
         self.seq += 1
         event.seq = self.seq
-        for callback in self._callbacks:
+        self._pending.append(event)
+        if self._emitting:
+            return
+        self._emitting = True
+        try:
+            while self._pending:
+                self._deliver(self._pending.popleft())
+        finally:
+            self._emitting = False
+
+    def _deliver(self, event: AgentEvent) -> None:
+        for callback in list(self._callbacks):
             try:
                 callback(event)
             except Exception:
                 logger.exception("event subscriber %r failed", callback)
-        for stream in self._streams:
+        for stream in list(self._streams):
             stream.push(event)
 
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
