@@ -85,7 +85,9 @@ class AgentStreamRequest(BaseModel):
 
 class MessageRequest(BaseModel):
     content: str = Field(min_length=1)
-    mode: Literal["steer", "follow_up"] = "follow_up"
+    mode: Literal["steer", "follow_up", "interrupt"] = "follow_up"
+    """``interrupt`` (an extension): steer with the ``immediate`` policy for this
+    message only, as on ``/agents/stream``."""
     id: str | None = Field(default=None, min_length=1, max_length=200)
     priority: int = 0
 
