@@ -218,7 +218,9 @@ async def test_cooperative_tool_may_finish_within_the_grace_period() -> None:
         agent.abort()
         result = await runner.wait(within=1)
     assert result.stop_reason == "aborted"
-    assert agent.messages[-1].text == "stopped cleanly"
+    # its own words are kept, and the result still says it was cancelled (SPEC §2.4)
+    assert agent.messages[-1].text == "Cancelled due to abort. stopped cleanly"
+    assert agent.messages[-1].is_error
 
 
 async def test_transient_errors_are_retried_within_one_run() -> None:

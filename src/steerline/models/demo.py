@@ -46,7 +46,8 @@ class Directives:
 
     text: str = ""
     thinking: str = ""
-    delay_ms: float = 0.0
+    delay_ms: float | None = None
+    """None: no ``/delay`` directive (the model's default applies)."""
     calls: list[DemoCall] = field(default_factory=list)
 
 
@@ -107,7 +108,8 @@ class DemoModel:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelPart]:
         directives = parse_directives(_last_user_text(request))
-        delay = (directives.delay_ms or self.default_delay_ms) / 1000.0
+        delay_ms = self.default_delay_ms if directives.delay_ms is None else directives.delay_ms
+        delay = delay_ms / 1000.0
 
         parts = 0
 

@@ -125,6 +125,9 @@ class Agent:
     @tool_execution.setter
     def tool_execution(self, value: str) -> None:
         self._tool_execution = check_tool_execution(value)
+        if getattr(self, "_run", None) is not None:
+            assert self._run is not None
+            self._run.settings.tool_execution = self._tool_execution
 
     @property
     def steering_mode(self) -> DeliveryMode:

@@ -170,6 +170,10 @@ class ToolBatch:
             del self._running[call.id]
         if running.scope.cancelled_caught:
             text, is_error = running.cancel_reason or CANCELLED_FOR_ABORT, True
+        elif running.cancel_reason is not None:
+            # It stopped by itself within the grace period: still say it was cancelled.
+            text = f"{running.cancel_reason} {text}".rstrip()
+            is_error = True
         return self._end(call, text, is_error=is_error)
 
     def _skip(self, call: ToolCall, reason: str) -> ToolResultMessage:
