@@ -17,7 +17,7 @@ from anyio.abc import Process
 
 from tests.server.harness import free_port
 
-from .stub import OpenAIWire, StreamReply, Stub
+from .stub import JSONReply, OpenAIWire, StreamReply, Stub
 
 pytestmark = pytest.mark.anyio
 
@@ -57,6 +57,7 @@ async def test_serve_config_streams_an_openai_compatible_agent(stub: Stub, tmp_p
     )
     W = OpenAIWire
     stub.push(
+        JSONReply(200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]}),
         StreamReply(
             [
                 W.role(),
@@ -101,8 +102,13 @@ async def test_serve_config_streams_an_openai_compatible_agent(stub: Stub, tmp_p
         )
         assert text == "The answer is 42."
         assert events[-1]["data"]["payload"]["stop_reason"] == "completed"
-        assert stub.requests[0].headers["authorization"] == "Bearer sk-stub"
-        assert len(stub.requests) == 2
+        # the start-up check lists the models, then two chat completions
+        assert [r.path for r in stub.requests] == [
+            "/v1/models",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+        ]
+        assert stub.requests[1].headers["authorization"] == "Bearer sk-stub"
     finally:
         process.send_signal(signal.SIGTERM)
         with anyio.move_on_after(15) as timer:
@@ -129,3 +135,34 @@ def test_serve_config_with_a_missing_key_fails_at_start_up(tmp_path: Path) -> No
     assert result.returncode == 2
     assert b"STEERLINE_TEST_MISSING_KEY" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+async def test_serve_config_warns_at_start_up_about_an_unreachable_endpoint(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    dead = free_port()  # nothing listens there
+    config = tmp_path / "steerline.toml"
+    config.write_text(
+        f'[server]\nport = {port}\nstore = "memory://"\n'
+        f'[agents.far]\nprovider = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:{dead}/v1"\n'
+    )
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        process = await anyio.open_process(
+            [STEERLINE, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        async with httpx2.AsyncClient(timeout=10) as client:
+            await wait_healthy(client, f"http://127.0.0.1:{port}", process)
+        text = log.read_text()
+        assert f"agent 'far': cannot use http://127.0.0.1:{dead}/v1" in text
+        assert "Traceback" not in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(15) as timer:
+            await process.wait()
+        if timer.cancelled_caught:
+            process.kill()
+            await process.wait()
+        await process.aclose()

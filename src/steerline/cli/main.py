@@ -159,7 +159,7 @@ def serve(
         settings = settings_from_config(
             loaded, host=host, port=port, store=store, insecure=insecure or None
         )
-        run_server(settings, loaded.registry())
+        run_server(settings, loaded)
     except (InsecureBindError, SteerlineError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

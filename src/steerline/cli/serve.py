@@ -8,14 +8,15 @@ end every stream with a resume hint, then let uvicorn drain as usual.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from types import FrameType
 
 import uvicorn
 
+from steerline.config import ConfigError, SteerlineConfig, check_agent
 from steerline.server.app import ServerState, create_app
 from steerline.server.settings import ServerSettings, check_bind
-from steerline.service.agents import AgentRegistry
 
 
 class _DrainingServer(uvicorn.Server):
@@ -34,11 +35,35 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: ServerSettings, registry: AgentRegistry | None = None) -> None:
+logger = logging.getLogger("steerline")
+
+
+async def check_agents(config: SteerlineConfig) -> None:
+    """Reach every configured agent's endpoint once at start-up and say so.
+
+    An unreachable endpoint is a clear warning now rather than a stack trace
+    mid-run; the server still starts (the endpoint may come up later).
+    """
+    for agent in config.agents.values():
+        try:
+            logger.info("%s", await check_agent(agent, within=5.0))
+        except ConfigError as exc:
+            logger.warning("%s (runs of this agent will fail until it is reachable)", exc.message)
+        except Exception as exc:  # a check must never keep the server from starting
+            logger.warning("agent %r: endpoint check failed: %s", agent.name, exc)
+
+
+def serve(settings: ServerSettings, config: SteerlineConfig | None = None) -> None:
     check_bind(settings)
-    app = create_app(settings, registry=registry)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)-9s %(message)s")
+    app = create_app(
+        settings,
+        registry=config.registry() if config is not None else None,
+        on_startup=[lambda: check_agents(config)] if config is not None else [],
+        on_shutdown=[config.aclose] if config is not None else [],
+    )
     state: ServerState = app.state.steerline
-    config = uvicorn.Config(
+    uvicorn_config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -46,4 +71,4 @@ def serve(settings: ServerSettings, registry: AgentRegistry | None = None) -> No
         timeout_graceful_shutdown=int(settings.service.shutdown_grace) + 5,
         ws_max_size=1024 * 1024,
     )
-    _DrainingServer(config, state).run()
+    _DrainingServer(uvicorn_config, state).run()

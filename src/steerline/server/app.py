@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -140,13 +140,23 @@ async def _conversation(
 Conv = Annotated[Conversation, Depends(_conversation)]
 
 
+Hook = Callable[[], Awaitable[None]]
+
+
 def create_app(
     settings: ServerSettings | None = None,
     *,
     registry: AgentRegistry | None = None,
     log: EventLog | None = None,
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
 ) -> FastAPI:
-    """Build the ASGI app; the service starts and stops with its lifespan."""
+    """Build the ASGI app; the service starts and stops with its lifespan.
+
+    ``on_startup`` hooks run in the server's event loop once the service is
+    up (agent endpoint checks); ``on_shutdown`` hooks after it stopped
+    (closing provider HTTP clients).
+    """
     settings = settings or ServerSettings()
     state = ServerState(
         settings=settings,
@@ -159,11 +169,15 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with ConversationService(state.log, state.registry, settings.service) as service:
             state.service = service
+            for hook in on_startup:
+                await hook()
             try:
                 yield
             finally:
                 state.begin_shutdown()
         state.service = None
+        for hook in on_shutdown:
+            await hook()
 
     app = FastAPI(
         title="steerline",
