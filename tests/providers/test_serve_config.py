@@ -166,3 +166,20 @@ async def test_serve_config_warns_at_start_up_about_an_unreachable_endpoint(
             process.kill()
             await process.wait()
         await process.aclose()
+
+
+def test_chat_refuses_to_start_when_the_endpoint_is_unreachable(tmp_path: Path) -> None:
+    dead = free_port()
+    config = tmp_path / "steerline.toml"
+    config.write_text(
+        f'[agents.far]\nprovider = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:{dead}/v1"\n'
+    )
+    result = subprocess.run(
+        [STEERLINE, "chat", "--config", str(config), "--agent", "far"],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"agent 'far': cannot use http://127.0.0.1:{dead}/v1".encode() in result.stderr
+    assert b"Traceback" not in result.stderr

@@ -178,8 +178,12 @@ def chat(
     loaded = _load_config(config)
 
     async def main() -> None:
+        from steerline.config import check_agent
+
         try:
-            built = loaded.agent(agent).build()
+            chosen = loaded.agent(agent)
+            typer.echo(await check_agent(chosen, within=5.0), err=True)
+            built = chosen.build()
         except SteerlineError as exc:
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(2) from None
