@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from steerline import Agent, ImageContent, TextContent
-from steerline.models.anthropic import AnthropicModel
+from steerline.core.messages import Message, ThinkingContent
+from steerline.models.anthropic import AnthropicModel, to_anthropic_messages
 
 from .recorder import Recorder
 from .stub import AnthropicWire as W
@@ -72,6 +74,21 @@ async def test_thinking_text_and_interleaved_tool_calls(
     ]
     first = recorder.of_type("turn_end")[0].message
     assert first.thinking == "Let me think."
+    # the signature is part of the message, so it survives a reload of the context
+    assert first.content[0] == ThinkingContent(thinking="Let me think.", signature="sig-abc")
+    assert to_anthropic_messages(
+        msgspec.json.decode(msgspec.json.encode([first]), type=list[Message])
+    ) == [
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Let me think.", "signature": "sig-abc"},
+                {"type": "text", "text": "I'll look."},
+                {"type": "tool_use", "id": "toolu_a", "name": "lookup", "input": {"key": "x"}},
+                {"type": "tool_use", "id": "toolu_b", "name": "add", "input": {"a": 2, "b": 3}},
+            ],
+        }
+    ]
     assert first.text == "I'll look."
     assert [(c.id, c.name, c.arguments) for c in first.tool_calls] == [
         ("toolu_a", "lookup", {"key": "x"}),

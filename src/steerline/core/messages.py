@@ -22,8 +22,13 @@ class TextContent(msgspec.Struct, tag="text", tag_field="type", kw_only=True):
     text: str
 
 
-class ThinkingContent(msgspec.Struct, tag="thinking", tag_field="type", kw_only=True):
+class ThinkingContent(
+    msgspec.Struct, tag="thinking", tag_field="type", kw_only=True, omit_defaults=True
+):
     thinking: str
+    signature: str | None = None
+    """The provider's proof of the reasoning (Anthropic), sent back with it on
+    later turns; persisted with the context so a reloaded conversation keeps it."""
 
 
 class ImageContent(msgspec.Struct, tag="image", tag_field="type", kw_only=True):

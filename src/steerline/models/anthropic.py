@@ -102,7 +102,7 @@ def _assistant_blocks(
     blocks: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, ThinkingContent):
-            signature = signatures.get(part.thinking)
+            signature = part.signature or signatures.get(part.thinking)
             if signature:
                 blocks.append(
                     {"type": "thinking", "thinking": part.thinking, "signature": signature}
@@ -215,6 +215,7 @@ class _EventTranslator:
             elif block_type == "thinking" and self._signatures.get(event.index):
                 text = "".join(self._thinking.get(event.index, []))
                 self._on_signature(text, self._signatures[event.index])
+                yield ThinkingPart("", signature=self._signatures[event.index])
         elif kind == "message_delta":
             self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
             usage = getattr(event, "usage", None)

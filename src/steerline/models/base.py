@@ -40,9 +40,11 @@ class TextPart:
 
 @dataclass(frozen=True, slots=True)
 class ThinkingPart:
-    """A fragment of reasoning."""
+    """A fragment of reasoning; a part with ``signature`` (and usually no
+    text) signs the reasoning block being streamed."""
 
     text: str
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

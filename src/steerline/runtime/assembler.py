@@ -53,7 +53,10 @@ class MessageAssembler:
         if isinstance(part, TextPart):
             self._block_delta(TextContent, part.text)
         elif isinstance(part, ThinkingPart):
-            self._block_delta(ThinkingContent, part.text)
+            if part.text or part.signature is None:
+                self._block_delta(ThinkingContent, part.text)
+            if part.signature is not None:
+                self._sign_thinking(part.signature)
         elif isinstance(part, ToolCallPart):
             self._tool_call_delta(part)
         elif isinstance(part, ToolCallEndPart):
@@ -108,6 +111,16 @@ class MessageAssembler:
         elif isinstance(block, ThinkingContent):
             block.thinking += text
             self._send("thinking_delta", index, text)
+
+    def _sign_thinking(self, signature: str) -> None:
+        index = self._open_block
+        if index is None or not isinstance(self.message.content[index], ThinkingContent):
+            self._block_delta(ThinkingContent, "")
+            index = self._open_block
+        assert index is not None
+        block = self.message.content[index]
+        if isinstance(block, ThinkingContent):
+            block.signature = (block.signature or "") + signature
 
     def _close_block(self) -> None:
         index = self._open_block
