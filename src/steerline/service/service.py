@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 from steerline.core.errors import SteerlineError
 from steerline.core.ids import new_id
 from steerline.log.base import ConversationRecord, EventLog
+from steerline.runtime.agent import Agent
 from steerline.runtime.inbox import InboxLimits
 from steerline.service.agents import AgentRegistry
 from steerline.service.conversation import Conversation
@@ -84,11 +85,18 @@ class ConversationService:
         self, tenant: str, agent_name: str = "demo", conversation_id: str | None = None
     ) -> Conversation:
         spec = self.registry.get(agent_name)
+        agent = spec.build()
         record = ConversationRecord(
-            id=conversation_id or new_id("conv"), tenant=tenant, agent_name=spec.name
+            id=conversation_id or new_id("conv"),
+            tenant=tenant,
+            agent_name=spec.name,
+            # a new conversation starts with the agent's configured modes and policy
+            steering_mode=agent.steering_mode,
+            follow_up_mode=agent.follow_up_mode,
+            steering_policy=agent.steering_policy,
         )
         await self.log.create_conversation(record)
-        conversation = self._bind(record)
+        conversation = self._bind(record, agent)
         conversation.translator.conversation_started()
         await self.log.flush()
         return conversation
@@ -153,8 +161,9 @@ class ConversationService:
         self.runs_started += 1
         self._group.start_soon(job)
 
-    def _bind(self, record: ConversationRecord) -> Conversation:
-        agent = self.registry.get(record.agent_name).build()
+    def _bind(self, record: ConversationRecord, agent: Agent | None = None) -> Conversation:
+        if agent is None:
+            agent = self.registry.get(record.agent_name).build()
         agent.inbox.limits = self.limits.inbox
         conversation = Conversation(record, agent, self.log, self._spawn, self.owner)
         self._live[record.id] = conversation
