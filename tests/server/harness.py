@@ -6,6 +6,7 @@ share an event loop: a blocked client cannot hide a blocked server.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -40,7 +41,13 @@ class RunningServer:
     def ws(self) -> str:
         return self.url.replace("http://", "ws://") + "/api/v1"
 
+    loop: asyncio.AbstractEventLoop | None = None
+
     def stop(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            # end open streams with a hint, as `steerline serve` does on SIGTERM,
+            # so uvicorn does not wait for `?follow=true` streams forever
+            self.loop.call_soon_threadsafe(self.state.begin_shutdown)
         self.server.should_exit = True
         self.thread.join(timeout=15)
         assert not self.thread.is_alive(), "server did not stop"
@@ -51,7 +58,12 @@ def start_server(
 ) -> RunningServer:
     port = free_port()
     settings = replace(settings or ServerSettings(store="memory://"), port=port)
-    app = create_app(settings, registry=registry)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def remember_loop() -> None:
+        loops.append(asyncio.get_running_loop())
+
+    app = create_app(settings, registry=registry, on_startup=[remember_loop])
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws="websockets-sansio"
     )
@@ -63,4 +75,6 @@ def start_server(
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)  # polling a thread's flag, not synchronising the test
-    return RunningServer(f"http://127.0.0.1:{port}", app.state.steerline, server, thread)
+    running = RunningServer(f"http://127.0.0.1:{port}", app.state.steerline, server, thread)
+    running.loop = loops[0] if loops else None
+    return running
