@@ -203,6 +203,19 @@ def stream_cut(provider: str) -> ModelError:
     )
 
 
+def client_settings(
+    key: str, base_url: str | None, timeout: float | None, headers: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """Keyword arguments for an SDK client: retries off (the runtime retries,
+    with one policy for every provider), optional timeout and headers."""
+    settings: dict[str, Any] = {"api_key": key, "base_url": base_url, "max_retries": 0}
+    if timeout is not None:
+        settings["timeout"] = timeout
+    if headers:
+        settings["default_headers"] = dict(headers)
+    return settings
+
+
 class _Closable(Protocol):
     async def close(self) -> None: ...
 

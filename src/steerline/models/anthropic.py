@@ -45,6 +45,7 @@ from steerline.models._sdk import (
     SDK_ERRORS,
     SDKModelBase,
     accepted_keywords,
+    client_settings,
     fit_request,
     stream_cut,
     to_model_error,
@@ -296,12 +297,9 @@ class AnthropicModel(SDKModelBase):
             )
             if not key:
                 raise ModelError("anthropic: no API key: pass api_key or set ANTHROPIC_API_KEY")
-            settings: dict[str, Any] = {"api_key": key, "base_url": base_url, "max_retries": 0}
-            if timeout is not None:
-                settings["timeout"] = timeout
-            if default_headers:
-                settings["default_headers"] = dict(default_headers)
-            client = anthropic.AsyncAnthropic(**settings)
+            client = anthropic.AsyncAnthropic(
+                **client_settings(key, base_url, timeout, default_headers)
+            )
         self.client = client
         self._accepted = accepted_keywords(self.client.messages.create)
 

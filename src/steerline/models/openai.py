@@ -43,6 +43,7 @@ from steerline.models._sdk import (
     SDK_ERRORS,
     SDKModelBase,
     accepted_keywords,
+    client_settings,
     fit_request,
     stream_cut,
     to_model_error,
@@ -303,12 +304,7 @@ class OpenAIModel(SDKModelBase):
                     "openai: no API key: pass api_key, set OPENAI_API_KEY, "
                     "or give the base_url of a local server"
                 )
-            settings: dict[str, Any] = {"api_key": key, "base_url": base_url, "max_retries": 0}
-            if timeout is not None:
-                settings["timeout"] = timeout
-            if default_headers:
-                settings["default_headers"] = dict(default_headers)
-            client = openai.AsyncOpenAI(**settings)
+            client = openai.AsyncOpenAI(**client_settings(key, base_url, timeout, default_headers))
         self.client = client
         self._accepted = accepted_keywords(self.client.chat.completions.create)
 
