@@ -13,27 +13,14 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-from anyio.abc import Process
 
-from tests.server.harness import free_port
+from tests.server.harness import free_port, wait_healthy
 
 from .stub import JSONReply, OpenAIWire, StreamReply, Stub
 
 pytestmark = pytest.mark.anyio
 
 STEERLINE = str(Path(sys.executable).parent / "steerline")
-
-
-async def wait_healthy(client: httpx2.AsyncClient, url: str, process: Process) -> None:
-    with anyio.fail_after(20):
-        while True:
-            assert process.returncode is None, "server exited during start-up"
-            try:
-                if (await client.get(f"{url}/healthz")).status_code == 200:
-                    return
-            except httpx2.TransportError:
-                pass
-            await anyio.sleep(0.05)  # polling a starting process, not synchronising events
 
 
 async def test_serve_config_streams_an_openai_compatible_agent(stub: Stub, tmp_path: Path) -> None:
@@ -80,7 +67,7 @@ async def test_serve_config_streams_an_openai_compatible_agent(stub: Stub, tmp_p
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx2.AsyncClient(timeout=10) as client:
-            await wait_healthy(client, url, process)
+            await wait_healthy(url, lambda: process.returncode is None)
             agents = (await client.get(f"{url}/api/v1/agents")).json()["agents"]
             assert {a["name"] for a in agents} == {"demo", "local"}
             events = []
@@ -153,8 +140,7 @@ async def test_serve_config_warns_at_start_up_about_an_unreachable_endpoint(
             [STEERLINE, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
         )
     try:
-        async with httpx2.AsyncClient(timeout=10) as client:
-            await wait_healthy(client, f"http://127.0.0.1:{port}", process)
+        await wait_healthy(f"http://127.0.0.1:{port}", lambda: process.returncode is None)
         text = log.read_text()
         assert f"agent 'far': cannot use http://127.0.0.1:{dead}/v1" in text
         assert "Traceback" not in text

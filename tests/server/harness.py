@@ -10,8 +10,11 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import anyio
+import httpx2
 import uvicorn
 
 from steerline.server.app import ServerState, create_app
@@ -78,3 +81,22 @@ def start_server(
     running = RunningServer(f"http://127.0.0.1:{port}", app.state.steerline, server, thread)
     running.loop = loops[0] if loops else None
     return running
+
+
+async def wait_healthy(url: str, alive: Callable[[], bool], within: float = 30) -> None:
+    """Poll ``url``/healthz until a server started as a subprocess answers "ok".
+
+    A process start has no event to await; ``alive`` fails the wait at once if
+    the process exited instead.
+    """
+    async with httpx2.AsyncClient(timeout=2) as http:
+        with anyio.fail_after(within):
+            while True:
+                assert alive(), "steerline serve exited during start-up"
+                try:
+                    response = await http.get(f"{url}/healthz")
+                    if response.status_code == 200 and response.json()["status"] == "ok":
+                        return
+                except httpx2.TransportError:
+                    pass
+                await anyio.sleep(0.05)  # polling a starting process, not synchronising

@@ -24,7 +24,7 @@ from tests.server.clients import (
     read_log,
     text_of,
 )
-from tests.server.harness import RunningServer, free_port
+from tests.server.harness import RunningServer, free_port, wait_healthy
 
 pytestmark = pytest.mark.anyio
 
@@ -63,18 +63,7 @@ class Served:
         )
 
     async def wait_ready(self) -> None:
-        """Poll /healthz until the process answers (a process start has no event to await)."""
-        async with httpx2.AsyncClient(timeout=2) as http:
-            with anyio.fail_after(30):
-                while True:
-                    assert self.process.poll() is None, "steerline serve exited"
-                    try:
-                        response = await http.get(f"{self.url}/healthz")
-                        if response.status_code == 200 and response.json()["status"] == "ok":
-                            return
-                    except httpx2.TransportError:
-                        pass
-                    await anyio.sleep(0.05)
+        await wait_healthy(self.url, lambda: self.process.poll() is None)
 
     def kill(self) -> None:
         if self.process.poll() is None:
