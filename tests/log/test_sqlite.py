@@ -14,7 +14,12 @@ import anyio
 import pytest
 
 from steerline.core.errors import InvalidValueError, SteerlineError
-from steerline.log.base import ConversationExistsError, ConversationRecord, LogSettings
+from steerline.log.base import (
+    ConversationExistsError,
+    ConversationRecord,
+    LogSettings,
+    StorageUnavailableError,
+)
 from steerline.log.factory import open_log
 from steerline.log.sqlite import RECORD_COLUMNS, SqliteEventLog, StorageFailedError
 
@@ -220,52 +225,70 @@ async def test_close_ends_waiting_viewers(tmp_path: Path) -> None:
     assert len(errors) == 1 and "closed" in str(errors[0])
 
 
+_EVENTS_TABLE = (
+    "CREATE TABLE events (conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+    "event TEXT NOT NULL, run_id TEXT, envelope BLOB NOT NULL, "
+    "PRIMARY KEY (conversation_id, seq)) WITHOUT ROWID"
+)
+
+
+def sabotage(path: Path, sql: str) -> None:
+    """Change the file from outside, as a full disk or an operator would."""
+    other = sqlite3.connect(path)
+    other.execute(sql)
+    other.commit()
+    other.close()
+
+
 @pytest.mark.anyio
-async def test_writer_failure_is_loud(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_failed_commit_is_held_and_retried_until_the_store_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "log.db"
-    log = await opened(path)
+    log = await opened(path, LogSettings(retry_max_delay=0.05))
     await log.create_conversation(ConversationRecord(id="c1"))
     log.append("c1", "message_chunk", envelope(0))
     await log.flush()
-    # Sabotage the file from outside: the next commit cannot succeed.
-    other = sqlite3.connect(path)
-    other.execute("DROP TABLE events")
-    other.commit()
-    other.close()
+    assert log.available
+    sabotage(path, "DROP TABLE events")  # the next commit cannot succeed
 
-    with caplog.at_level(logging.ERROR, logger="steerline.log.sqlite"):
+    with caplog.at_level(logging.ERROR, logger="steerline.log.sqlite"), anyio.fail_after(10):
         log.append("c1", "message_chunk", envelope(1))
-        with pytest.raises(StorageFailedError, match="not stored"):
+        changed = log.wait_availability_change()
+        await changed
+        assert not log.available
+        assert any("commit failed" in r.getMessage() for r in caplog.records)
+        with pytest.raises(StorageUnavailableError, match="cannot write"):
             await log.flush()
-    assert any("commit failed" in r.getMessage() for r in caplog.records)
-    assert log.committed_seq("c1") == 1
-    with pytest.raises(StorageFailedError):
+        with pytest.raises(StorageUnavailableError):
+            await log.wait("c1", 1)
+        # appends and state are still accepted (held, in order), never dropped
         log.append("c1", "message_chunk", envelope(2))
-    with pytest.raises(StorageFailedError):
         log.put_state("c1", "context", b"x")
-    with pytest.raises(StorageFailedError):
-        await log.update_conversation(ConversationRecord(id="c1"))
-    with pytest.raises(StorageFailedError):
-        await log.wait("c1", 5)
-    with pytest.raises(StorageFailedError):
-        await log.close()
+        assert log.committed_seq("c1") == 1
+
+        sabotage(path, _EVENTS_TABLE)  # the store can write again
+        await log.wait_availability_change()
+        assert log.available
+        await log.flush()
+    assert log.committed_seq("c1") == 3
+    assert [e.seq for e in await log.read("c1", 1)] == [2, 3]
+    assert await log.get_state("c1", "context") == b"x"
+    await log.close()
 
 
 @pytest.mark.anyio
-async def test_writer_failure_wakes_waiting_viewers(tmp_path: Path) -> None:
+async def test_an_outage_wakes_waiting_viewers(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
-    log = await opened(path)
+    log = await opened(path, LogSettings(retry_max_delay=0.05))
     await log.create_conversation(ConversationRecord(id="c1"))
-    other = sqlite3.connect(path)
-    other.execute("DROP TABLE events")
-    other.commit()
-    other.close()
+    sabotage(path, "DROP TABLE events")
     errors: list[BaseException] = []
 
     async def viewer() -> None:
         try:
             await log.wait("c1", 0)
-        except StorageFailedError as exc:
+        except StorageUnavailableError as exc:
             errors.append(exc)
 
     with anyio.fail_after(5):
@@ -274,8 +297,49 @@ async def test_writer_failure_wakes_waiting_viewers(tmp_path: Path) -> None:
             await anyio.wait_all_tasks_blocked()
             log.append("c1", "message_chunk", envelope(0))
     assert len(errors) == 1
-    with pytest.raises(StorageFailedError):
+    sabotage(path, _EVENTS_TABLE)
+    await log.close()
+    assert await opened_count(path) == 1
+
+
+async def opened_count(path: Path) -> int:
+    log = await opened(path)
+    try:
+        return len(await log.read("c1", 0))
+    finally:
         await log.close()
+
+
+@pytest.mark.anyio
+async def test_close_gives_up_on_a_store_that_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path, LogSettings(retry_max_delay=0.05, close_timeout=0.3))
+    await log.create_conversation(ConversationRecord(id="c1"))
+    sabotage(path, "DROP TABLE events")
+    log.append("c1", "message_chunk", envelope(0))
+    with anyio.fail_after(5), pytest.raises(StorageUnavailableError, match="not stored"):
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_a_second_process_cannot_open_a_locked_store(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path)
+    code = (
+        "import sys\n"
+        "from steerline.log.sqlite import SqliteEventLog\n"
+        "from steerline.log.base import StoreLockedError\n"
+        "try:\n"
+        f"    SqliteEventLog({str(path)!r}).acquire()\n"
+        "except StoreLockedError as exc:\n"
+        "    print(exc); sys.exit(2)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "in use by another steerline process" in result.stdout
+    await log.close()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 class Boom(BaseException):

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+import anyio
+
 from steerline.core.errors import SteerlineError
 
 ConversationStatus = Literal["idle", "running"]
@@ -28,6 +30,22 @@ class ConversationExistsError(SteerlineError):
     """The id is in use, or was used by a conversation since deleted."""
 
     code = "conversation_exists"
+
+
+class StorageUnavailableError(SteerlineError):
+    """The store cannot write right now (disk full, I/O error); HTTP 503.
+
+    Nothing already accepted is lost: what was queued for the store stays
+    queued and is written, in order, as soon as the store can write again.
+    """
+
+    code = "storage_unavailable"
+
+
+class StoreLockedError(SteerlineError):
+    """Another process owns this store (SPEC §4: one process per sqlite file)."""
+
+    code = "store_locked"
 
 
 class RetentionError(SteerlineError):
@@ -74,12 +92,38 @@ class LogSettings:
     """Most events committed in one transaction."""
     hot_tail: int = 4096
     """Recent committed events kept in memory per conversation for live readers."""
+    hot_tail_bytes: int = 256 * 1024
+    """... and at most this many bytes of them: a conversation of large events
+    (64 KiB messages) must not pin megabytes; older events are read from storage."""
+    retry_max_delay: float = 2.0
+    """A failed commit is retried with backoff up to this many seconds apart."""
+    close_timeout: float = 10.0
+    """How long ``close`` keeps retrying a store that cannot write before it
+    gives up (and reports what was not stored)."""
 
 
 class EventLog(abc.ABC):
     """A store of conversations, their event logs and their runtime state."""
 
     # -- lifecycle -------------------------------------------------------------
+    def acquire(self) -> None:
+        """Take exclusive ownership of the store for this process's lifetime.
+
+        ``StoreLockedError`` if another process owns it. Idempotent; ``open``
+        calls it too. A server calls it before anything else touches the store,
+        so a second server on the same file changes nothing in it.
+        """
+        return None
+
+    @property
+    def available(self) -> bool:
+        """Whether the store can write now (False during a storage outage)."""
+        return True
+
+    async def wait_availability_change(self) -> None:
+        """Return when ``available`` changes (never, for a store that cannot fail)."""
+        await anyio.sleep_forever()
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Open storage; must be called in the event loop that will use the log."""
@@ -154,7 +198,12 @@ class EventLog(abc.ABC):
 
     @abc.abstractmethod
     async def wait(self, conversation_id: str, after: int) -> None:
-        """Return once ``committed_seq > after`` (or the conversation is deleted)."""
+        """Return once ``committed_seq > after`` (or the conversation is deleted).
+
+        Raises ``StorageUnavailableError`` when the store cannot write (then
+        or meanwhile): nothing new will come until it recovers, and a viewer
+        should end with a resume hint rather than hang.
+        """
 
     # -- runtime state ---------------------------------------------------------
     @abc.abstractmethod
@@ -164,6 +213,30 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def get_state(self, conversation_id: str, key: str) -> bytes | None:
         """The last committed blob for ``key``."""
+
+    # -- keyed items (incremental state) ---------------------------------------
+    @abc.abstractmethod
+    def put_item(self, conversation_id: str, collection: str, key: str, value: bytes) -> None:
+        """Queue an insert or replace of one item, ordered with events.
+
+        A replaced item keeps its place in the collection's insertion order.
+        Items let state that changes one element at a time (queued messages,
+        the dedup window) be written one element at a time, not re-encoded
+        whole at every change.
+        """
+
+    @abc.abstractmethod
+    def delete_item(self, conversation_id: str, collection: str, key: str) -> None:
+        """Queue the removal of one item (no error if it does not exist)."""
+
+    @abc.abstractmethod
+    async def get_items(self, conversation_id: str, collection: str) -> list[tuple[str, bytes]]:
+        """The committed items of a collection, in insertion order."""
+
+    def release(self, conversation_id: str) -> None:
+        """Drop what is cached in memory for a conversation nobody is using
+        (its hot tail); it is read from storage again when needed."""
+        return None
 
 
 def seal_envelope(envelope_without_seq: bytes, seq: int) -> bytes:

@@ -27,6 +27,7 @@ class MemoryEventLog(EventLog):
         self._tails: dict[str, ConversationTail] = {}
         self._events: dict[str, deque[StoredEvent]] = {}
         self._state: dict[tuple[str, str], bytes] = {}
+        self._items: dict[tuple[str, str], dict[str, bytes]] = {}
 
     async def open(self) -> None:
         return None
@@ -67,6 +68,8 @@ class MemoryEventLog(EventLog):
             tail.wake()
         for key in [k for k in self._state if k[0] == conversation_id]:
             del self._state[key]
+        for item_key in [k for k in self._items if k[0] == conversation_id]:
+            del self._items[item_key]
         return True
 
     async def running_conversations(self) -> list[ConversationRecord]:
@@ -127,3 +130,15 @@ class MemoryEventLog(EventLog):
 
     async def get_state(self, conversation_id: str, key: str) -> bytes | None:
         return self._state.get((conversation_id, key))
+
+    def put_item(self, conversation_id: str, collection: str, key: str, value: bytes) -> None:
+        if conversation_id in self._records:
+            self._items.setdefault((conversation_id, collection), {})[key] = value
+
+    def delete_item(self, conversation_id: str, collection: str, key: str) -> None:
+        items = self._items.get((conversation_id, collection))
+        if items is not None:
+            items.pop(key, None)
+
+    async def get_items(self, conversation_id: str, collection: str) -> list[tuple[str, bytes]]:
+        return list(self._items.get((conversation_id, collection), {}).items())

@@ -23,16 +23,28 @@ Why it is built this way:
   memory and never touch the file.
 * A deleted conversation keeps a tombstone row (``deleted = 1``,
   ``last_seq``), so its id is never handed out again, even after a restart.
+* One process owns the file (SPEC §4): :meth:`acquire` takes an OS-level
+  lock (``flock`` on ``<path>.lock``) for the process lifetime, so a second
+  server cannot run recovery on a live database or commit over it.
+* A failed commit (disk full, I/O error) is not the end: the writer keeps
+  the failed batch and retries it, with backoff, until it commits; the log
+  reports itself unavailable meanwhile (new writes refused with 503 upstream,
+  waiters of the failed attempt answered with ``StorageUnavailableError``,
+  viewers woken to end with a resume hint), and everything queued is written,
+  in order, once the store can write again. Nothing accepted is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -47,18 +59,20 @@ from steerline.log.base import (
     EventLog,
     LogSettings,
     RetentionError,
+    StorageUnavailableError,
     StoredEvent,
+    StoreLockedError,
     seal_envelope,
 )
 from steerline.log.tail import ConversationTail
 
-__all__ = ["SqliteEventLog", "StorageFailedError"]
+__all__ = ["SqliteEventLog", "StorageFailedError", "lock_path"]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "id",
@@ -110,6 +124,13 @@ CREATE TABLE IF NOT EXISTS state (
     value BLOB NOT NULL,
     PRIMARY KEY (conversation_id, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (
+    conversation_id TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    UNIQUE (conversation_id, collection, key)
+);
 PRAGMA user_version = {_SCHEMA_VERSION};
 COMMIT;
 """
@@ -138,20 +159,26 @@ _PUT_STATE = (
     "ON CONFLICT (conversation_id, key) DO UPDATE SET value = excluded.value"
 )
 
+# Items keep their rowid when replaced (upsert), so rowid order is insertion order.
+_PUT_ITEM = (
+    "INSERT INTO items (conversation_id, collection, key, value) SELECT ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ? AND deleted = 0) "
+    "ON CONFLICT (conversation_id, collection, key) DO UPDATE SET value = excluded.value"
+)
+_DELETE_ITEM = "DELETE FROM items WHERE conversation_id = ? AND collection = ? AND key = ?"
+
 _BUSY_TIMEOUT_MS = 5000
 _READ_CONNECTIONS = 4
 """Concurrent reads; more would only queue on two cores and the GIL."""
 
 
-class StorageFailedError(SteerlineError):
-    """The writer thread could not commit: the log accepts no more writes.
+StorageFailedError = StorageUnavailableError
+"""Kept for compatibility: storage failures are ``StorageUnavailableError``."""
 
-    Raised by ``flush``, ``append``, ``put_state``, every conversation change,
-    ``wait`` and ``close`` once a commit failed, so the loss of the events
-    queued since the last successful commit is never silent.
-    """
 
-    code = "storage_failed"
+def lock_path(path: str) -> str:
+    """The file whose ``flock`` says which process owns the database ``path``."""
+    return f"{path}.lock"
 
 
 # -- writer queue items ---------------------------------------------------------
@@ -172,6 +199,10 @@ class _Waiter:
         self.error: BaseException | None = None
 
     def resolve(self, result: object, error: BaseException | None) -> None:
+        """First answer wins: a command answered "unavailable" by a failed
+        attempt may still commit with a later retry of its batch."""
+        if self._done.is_set():
+            return
         self.result = result
         self.error = error
         self._done.set()
@@ -201,7 +232,16 @@ class _StatePut:
     value: bytes
 
 
-_Op = tuple[str, StoredEvent] | _StatePut | _Command
+@dataclass(slots=True)
+class _ItemPut:
+    conversation_id: str
+    collection: str
+    key: str
+    value: bytes | None
+    """None deletes the item."""
+
+
+_Op = tuple[str, StoredEvent] | _StatePut | _ItemPut | _Command
 """An event is a bare tuple: it is by far the most frequent item, keep it cheap."""
 
 _Results = list[tuple[_Waiter, object]]
@@ -263,9 +303,18 @@ class SqliteEventLog(EventLog):
         self._accepting = False
         self._closed = False
         self._failure: BaseException | None = None
-        """Set by the writer thread when a commit failed; read by the loop."""
+        """Set when the writer gave up for good (a crash, or ``close`` timing out)."""
+        self._outage: BaseException | None = None
+        """Loop side: the last commit error while the store cannot write, else None."""
+        self._abandon = False
+        """Set by ``close`` when its timeout passed: the writer stops retrying."""
+        self._changed: anyio.Event | None = None
+        """Set (and replaced) when availability changes or the log stops: wakes waiters."""
         self._stopped: anyio.Event | None = None
-        """Set when no commit will ever come again (failure or close): wakes ``wait``."""
+        """Set when no commit will ever come again (close or a crash)."""
+        self._lock_fd: int | None = None
+        self._inflight: list[_Op] = []
+        """Writer thread: the batch being committed (answered if the writer dies)."""
         self._deleted_by_writer: set[str] = set()
         """Writer-thread only: ids deleted since open, whose late items it drops."""
         self._readers: list[sqlite3.Connection] = []
@@ -274,14 +323,58 @@ class SqliteEventLog(EventLog):
         self._read_limiter: anyio.CapacityLimiter | None = None
 
     # -- lifecycle -------------------------------------------------------------
+    def acquire(self) -> None:
+        """Lock ``<path>.lock`` for this process (``StoreLockedError`` if taken).
+
+        ``flock`` locks belong to the open file and vanish with the process,
+        so a crashed server never leaves a stale lock behind. A separate file,
+        not the database itself, keeps clear of sqlite's own POSIX locks.
+        """
+        if self._lock_fd is not None:
+            return
+        path = lock_path(self.path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageUnavailableError(f"cannot open lock file {path!r}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreLockedError(
+                f"{self.path!r} is in use by another steerline process (lock {path!r}); "
+                "stop it or use another store"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def available(self) -> bool:
+        return self._outage is None and self._failure is None and not self._closed
+
+    async def wait_availability_change(self) -> None:
+        if self._changed is None:
+            raise SteerlineError("the sqlite event log is not open; await open() first")
+        await self._changed.wait()
+
     async def open(self) -> None:
         """Start the writer thread; it creates the file and schema if needed."""
         if self._closed:
             raise SteerlineError("the sqlite event log was closed; open a new instance")
         if self._thread is not None:
             raise SteerlineError("the sqlite event log is already open")
+        self.acquire()
         self._loop = asyncio.get_running_loop()
         self._stopped = anyio.Event()
+        self._changed = anyio.Event()
         self._read_limiter = anyio.CapacityLimiter(_READ_CONNECTIONS)
         ready = _Waiter()
         thread = threading.Thread(
@@ -297,40 +390,40 @@ class SqliteEventLog(EventLog):
         except Exception as exc:
             await anyio.to_thread.run_sync(thread.join)
             self._thread = None
-            raise StorageFailedError(f"cannot open sqlite event log {self.path!r}: {exc}") from exc
+            self._release_lock()
+            raise StorageUnavailableError(
+                f"cannot open sqlite event log {self.path!r}: {exc}"
+            ) from exc
         self._accepting = True
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer and close every connection.
 
-        Raises :class:`StorageFailedError` (after releasing everything) if a
-        commit failed at any point, since queued events were then lost.
+        A store that cannot write is retried for ``close_timeout`` seconds;
+        after that :class:`StorageUnavailableError` says (after releasing
+        everything) that what was still queued was not stored.
         """
         if self._thread is None or self._closed:
             return
-        self._closed = True
         self._accepting = False
         thread = self._thread
         stopped = self._stopped
         assert stopped is not None
         with anyio.CancelScope(shield=True):
-            stop = _Waiter()
-            self._queue.put(_Command("stop", stop))
-            # The stop command commits everything before it; but a writer that
-            # already failed may be gone, so stop waiting once it reported so.
-            async with anyio.create_task_group() as tg:
-
-                async def watch_stop() -> None:
-                    await stopped.wait()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch_stop)
-                with contextlib.suppress(StorageFailedError):
-                    await stop.wait()
-                tg.cancel_scope.cancel()
-            await anyio.to_thread.run_sync(thread.join)
+            # The writer commits everything before the stop command, then
+            # exits; a store that cannot write gets close_timeout to recover.
+            self._queue.put(_Command("stop", _Waiter()))
+            await anyio.to_thread.run_sync(thread.join, self.settings.close_timeout)
+            if thread.is_alive():
+                self._abandon = True
+                if self._failure is None:
+                    self._failure = self._outage or StorageUnavailableError("close timed out")
+                await anyio.to_thread.run_sync(thread.join)
             await anyio.to_thread.run_sync(self._close_readers)
+        self._closed = True
+        self._release_lock()
         stopped.set()
+        self._signal_change()
         self._raise_if_failed()
 
     # -- conversations ---------------------------------------------------------
@@ -379,7 +472,7 @@ class SqliteEventLog(EventLog):
         return [_record_from_row(row) for row in rows]
 
     async def delete_conversation(self, conversation_id: str) -> bool:
-        """Drop events and state, keep the tombstone; appends stop at once."""
+        """Drop events, state and items, keep the tombstone; appends stop at once."""
         self._check_writable()
         self._forget_tail(conversation_id)
         existed = await self._command(
@@ -407,7 +500,7 @@ class SqliteEventLog(EventLog):
         envelope_without_seq: bytes,
         run_id: str | None = None,
     ) -> int:
-        if self._failure is not None or not self._accepting:
+        if not self._accepting:
             self._check_writable()
         try:
             tail = self._tails[conversation_id]
@@ -426,6 +519,11 @@ class SqliteEventLog(EventLog):
         return seq
 
     async def flush(self) -> None:
+        """Wait for the commit of everything appended so far.
+
+        ``StorageUnavailableError`` during an outage: what was appended stays
+        queued and is written once the store recovers, but it is not durable now.
+        """
         self._check_writable()
         await self._command(_Command("flush", _Waiter()))
 
@@ -467,10 +565,11 @@ class SqliteEventLog(EventLog):
         return int(row[0]) if row is not None and row[0] is not None else 0
 
     async def wait(self, conversation_id: str, after: int) -> None:
-        """Wait on the hot tail; raise rather than hang once commits have stopped.
+        """Wait on the hot tail; raise rather than hang when commits stop.
 
-        :class:`StorageFailedError` if the writer failed, ``SteerlineError``
-        if the log was closed meanwhile: either way no commit will wake it.
+        :class:`StorageUnavailableError` while the store cannot write (or if
+        the writer gave up), ``SteerlineError`` if the log was closed
+        meanwhile: either way no commit will wake it for now.
 
         A conversation not loaded yet (a viewer after a restart) is loaded
         first, so waiting on it works without a prior ``get_conversation``.
@@ -485,15 +584,15 @@ class SqliteEventLog(EventLog):
         if tail.committed_seq > after or tail.deleted:
             return
         self._check_waitable()
-        stopped = self._stopped
-        assert stopped is not None  # tails exist only once open() ran
+        changed = self._changed
+        assert changed is not None  # tails exist only once open() ran
         async with anyio.create_task_group() as tg:
 
-            async def watch_stop() -> None:
-                await stopped.wait()
+            async def watch_change() -> None:
+                await changed.wait()
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(watch_stop)
+            tg.start_soon(watch_change)
             await tail.wait(after)
             tg.cancel_scope.cancel()
         if tail.committed_seq <= after and not tail.deleted:
@@ -501,9 +600,34 @@ class SqliteEventLog(EventLog):
 
     # -- runtime state ---------------------------------------------------------
     def put_state(self, conversation_id: str, key: str, value: bytes) -> None:
-        if self._failure is not None or not self._accepting:
+        if not self._accepting:
             self._check_writable()
         self._queue.put(_StatePut(conversation_id, key, value))
+
+    def put_item(self, conversation_id: str, collection: str, key: str, value: bytes) -> None:
+        if not self._accepting:
+            self._check_writable()
+        self._queue.put(_ItemPut(conversation_id, collection, key, value))
+
+    def delete_item(self, conversation_id: str, collection: str, key: str) -> None:
+        if not self._accepting:
+            self._check_writable()
+        self._queue.put(_ItemPut(conversation_id, collection, key, None))
+
+    async def get_items(self, conversation_id: str, collection: str) -> list[tuple[str, bytes]]:
+        rows = await self._query(
+            lambda conn: conn.execute(
+                "SELECT key, value FROM items WHERE conversation_id = ? AND collection = ? "
+                "ORDER BY rowid",
+                (conversation_id, collection),
+            ).fetchall()
+        )
+        return [(str(key), bytes(value)) for key, value in rows]
+
+    def release(self, conversation_id: str) -> None:
+        tail = self._tails.get(conversation_id)
+        if tail is not None:
+            tail.drop_hot()
 
     async def get_state(self, conversation_id: str, key: str) -> bytes | None:
         row = await self._query(
@@ -523,7 +647,10 @@ class SqliteEventLog(EventLog):
         if self.settings.retention_events is not None:
             hot_limit = min(hot_limit, self.settings.retention_events)
         return ConversationTail(
-            assigned_seq=last_seq, committed_seq=last_seq, hot_limit=max(hot_limit, 0)
+            assigned_seq=last_seq,
+            committed_seq=last_seq,
+            hot_limit=max(hot_limit, 0),
+            hot_bytes_limit=max(self.settings.hot_tail_bytes, 0),
         )
 
     def _forget_tail(self, conversation_id: str) -> None:
@@ -532,12 +659,19 @@ class SqliteEventLog(EventLog):
             tail.deleted = True
             tail.wake()
 
-    def _failure_error(self) -> StorageFailedError:
-        error = StorageFailedError(
-            f"the sqlite event log {self.path!r} failed to commit ({self._failure!r}); "
+    def _failure_error(self) -> StorageUnavailableError:
+        error = StorageUnavailableError(
+            f"the sqlite event log {self.path!r} stopped writing ({self._failure!r}); "
             "events and state queued since the last successful commit were not stored"
         )
         error.__cause__ = self._failure
+        return error
+
+    def _outage_error(self) -> StorageUnavailableError:
+        error = StorageUnavailableError(
+            f"the store cannot write right now ({self._outage}); it retries by itself"
+        )
+        error.__cause__ = self._outage
         return error
 
     def _raise_if_failed(self) -> None:
@@ -548,6 +682,8 @@ class SqliteEventLog(EventLog):
         self._raise_if_failed()
         if self._closed:
             raise SteerlineError("the sqlite event log is closed")
+        if self._outage is not None:
+            raise self._outage_error()
 
     def _check_writable(self) -> None:
         self._raise_if_failed()
@@ -556,7 +692,23 @@ class SqliteEventLog(EventLog):
         if not self._accepting:
             raise SteerlineError("the sqlite event log is not open; await open() first")
 
+    def _signal_change(self) -> None:
+        """Wake every waiter: availability changed, or the log stopped."""
+        changed, self._changed = self._changed, anyio.Event()
+        if changed is not None:
+            changed.set()
+
     async def _command(self, command: _Command) -> object:
+        """Queue ``command`` and wait for the transaction that holds it.
+
+        During an outage the answer is ``StorageUnavailableError`` at once:
+        an update or delete still stays queued (it is applied, in order,
+        when the store recovers), a create or flush is not queued at all.
+        """
+        if self._outage is not None:
+            if command.kind not in ("create", "flush"):
+                self._queue.put(command)
+            raise self._outage_error()
         self._queue.put(command)
         return await command.waiter.wait()
 
@@ -570,6 +722,10 @@ class SqliteEventLog(EventLog):
 
         Events first, so a ``flush`` returns with ``committed_seq`` up to date.
         """
+        if self._outage is not None:
+            logger.warning("sqlite event log %r: the store writes again", self.path)
+            self._outage = None
+            self._signal_change()
         for conversation_id, batch in events.items():
             tail = self._tails.get(conversation_id)
             if tail is not None:
@@ -578,9 +734,29 @@ class SqliteEventLog(EventLog):
             waiter.resolve(result, None)
 
     def _on_failed(self, waiters: list[_Waiter]) -> None:
+        """The writer is gone for good (crash): answer everything, wake everyone."""
         error = self._failure_error()
         if self._stopped is not None:
             self._stopped.set()
+        self._signal_change()
+        # Commands queued after the writer drained its queue would wait forever:
+        # the writer is gone. From here on _check_writable refuses new ones.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Command):
+                waiters.append(item.waiter)
+        for waiter in waiters:
+            waiter.resolve(None, error)
+
+    def _on_attempt_failed(self, exc: BaseException, waiters: list[_Waiter]) -> None:
+        """A commit attempt failed; the writer retries it. Tell whoever waits."""
+        if self._outage is None:
+            self._outage = exc
+            self._signal_change()
+        error = self._outage_error()
         for waiter in waiters:
             waiter.resolve(None, error)
 
@@ -650,11 +826,15 @@ class SqliteEventLog(EventLog):
         try:
             self._writer_loop(conn)
         except BaseException as exc:
-            # A bug outside the per-batch handling: still fail loudly and
-            # answer every queued command instead of leaving them hanging.
-            logger.exception("sqlite event log %r: writer thread crashed", self.path)
+            # A bug outside the per-batch handling, or close() giving up on a
+            # store that cannot write: fail loudly and answer every queued
+            # command instead of leaving them hanging.
+            if self._abandon:
+                logger.error("sqlite event log %r: closed while it could not write", self.path)
+            else:
+                logger.exception("sqlite event log %r: writer thread crashed", self.path)
             self._failure = exc
-            waiters: list[_Waiter] = []
+            waiters: list[_Waiter] = _waiters(self._inflight)
             while True:
                 try:
                     item = self._queue.get_nowait()
@@ -672,13 +852,20 @@ class SqliteEventLog(EventLog):
         Blocking on the first item then draining without blocking is what
         groups commits: while one transaction is being written, the loop
         keeps appending, and all of that goes into the next one.
+
+        A batch that fails to commit is kept and retried (with whatever
+        arrived meanwhile, up to the batch limit) after a growing pause, so
+        a full disk that is freed again loses nothing and keeps the order.
         """
         limit = max(1, self.settings.batch_size)
         get, get_nowait = self._queue.get, self._queue.get_nowait
+        batch: list[_Op] = []
+        delay = 0.0
+        failing = False
         while True:
-            first = get()
-            batch: list[_Op] = [first]
-            stopping = isinstance(first, _Command) and first.kind == "stop"
+            if not batch:
+                batch = [get()]
+            stopping = any(isinstance(i, _Command) and i.kind == "stop" for i in batch)
             while not stopping and len(batch) < limit:
                 try:
                     item = get_nowait()
@@ -686,27 +873,35 @@ class SqliteEventLog(EventLog):
                     break
                 batch.append(item)
                 stopping = isinstance(item, _Command) and item.kind == "stop"
-            if self._failure is None:
+            self._inflight = batch
+            try:
+                events, results = self._commit_batch(conn, batch)
+            except Exception as exc:  # the batch is not stored: keep it, retry
                 try:
-                    events, results = self._commit_batch(conn, batch)
-                except BaseException as exc:  # whatever it is, the batch is not stored
-                    logger.exception(
-                        "sqlite event log %r: commit failed; the log stops accepting writes",
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    logger.exception("sqlite event log %r: rollback failed", self.path)
+                if not failing:
+                    logger.error(
+                        "sqlite event log %r: commit failed (%s); writes are held and "
+                        "retried until the store can write again",
                         self.path,
+                        exc,
                     )
-                    try:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        logger.exception("sqlite event log %r: rollback failed", self.path)
-                    self._failure = exc
-                    self._post(self._on_failed, _waiters(batch))
-                else:
-                    self._post(self._on_committed, events, results)
-            else:
-                # Already failed: write nothing more, but answer every command
-                # so no coroutine hangs on a flush that will never happen.
-                self._post(self._on_failed, _waiters(batch))
+                failing = True
+                self._post(self._on_attempt_failed, exc, _waiters(batch))
+                if self._abandon:
+                    raise
+                delay = min(max(delay * 2, 0.05), self.settings.retry_max_delay)
+                time.sleep(delay)  # the writer thread's own pause; the loop runs on
+                if self._abandon:
+                    raise
+                continue
+            failing = False
+            delay = 0.0
+            batch = []
+            self._post(self._on_committed, events, results)
             if stopping:
                 return
 
@@ -747,6 +942,22 @@ class SqliteEventLog(EventLog):
                         _PUT_STATE,
                         (item.conversation_id, item.key, item.value, item.conversation_id),
                     )
+            elif isinstance(item, _ItemPut):
+                if item.conversation_id in deleted:
+                    pass
+                elif item.value is None:
+                    conn.execute(_DELETE_ITEM, (item.conversation_id, item.collection, item.key))
+                else:
+                    conn.execute(
+                        _PUT_ITEM,
+                        (
+                            item.conversation_id,
+                            item.collection,
+                            item.key,
+                            item.value,
+                            item.conversation_id,
+                        ),
+                    )
             elif item.kind == "create":
                 assert item.record is not None
                 cursor = conn.execute(_INSERT_CONVERSATION, _record_values(item.record))
@@ -765,6 +976,7 @@ class SqliteEventLog(EventLog):
                 existed = cursor.rowcount == 1
                 conn.execute("DELETE FROM events WHERE conversation_id = ?", (conversation_id,))
                 conn.execute("DELETE FROM state WHERE conversation_id = ?", (conversation_id,))
+                conn.execute("DELETE FROM items WHERE conversation_id = ?", (conversation_id,))
                 if existed:
                     deleted.add(conversation_id)
                 events.pop(conversation_id, None)

@@ -24,6 +24,10 @@ class ConversationTail:
     hot_limit: int = 4096
     """Backends must keep this at most their retention limit, or ``from_hot``
     could serve events storage no longer has."""
+    hot_bytes_limit: int = 256 * 1024
+    """The hot tail also holds at most this many envelope bytes (at least the
+    newest event), so large events cannot pin megabytes per conversation."""
+    hot_bytes: int = 0
     deleted: bool = False
     _signal: anyio.Event | None = None
 
@@ -35,11 +39,21 @@ class ConversationTail:
         """Record newly durable events and wake the viewers waiting for them."""
         if not events:
             return
-        self.hot.extend(events)
-        while len(self.hot) > self.hot_limit:
-            self.hot.popleft()
+        hot = self.hot
+        for event in events:
+            hot.append(event)
+            self.hot_bytes += len(event.envelope)
+        while hot and (len(hot) > self.hot_limit or self.hot_bytes > self.hot_bytes_limit):
+            if len(hot) == 1 and self.hot_limit > 0:
+                break
+            self.hot_bytes -= len(hot.popleft().envelope)
         self.committed_seq = max(self.committed_seq, events[-1].seq)
         self.wake()
+
+    def drop_hot(self) -> None:
+        """Forget the cached events (an evicted conversation); storage has them."""
+        self.hot.clear()
+        self.hot_bytes = 0
 
     def wake(self) -> None:
         """Wake every waiter; costs nothing when nobody waits (the common case
