@@ -334,11 +334,11 @@ async def test_a_second_process_cannot_open_a_locked_store(tmp_path: Path) -> No
         "except StoreLockedError as exc:\n"
         "    print(exc); sys.exit(2)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = await anyio.run_process([sys.executable, "-c", code], check=False)
     assert result.returncode == 2, result.stderr
-    assert "in use by another steerline process" in result.stdout
+    assert b"in use by another steerline process" in result.stdout
     await log.close()
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = await anyio.run_process([sys.executable, "-c", code], check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
