@@ -35,6 +35,7 @@ from steerline.models.demo import DemoModel
 from steerline.runtime.executor import ToolExecution
 from steerline.runtime.hub import EventCallback, EventHub, EventStream
 from steerline.runtime.inbox import (
+    LANES,
     DeliveryMode,
     EnqueueResult,
     Inbox,
@@ -190,17 +191,10 @@ class Agent:
         awaits an answer (a user message or tool results).
         """
         self._ensure_idle()
-        lanes: tuple[tuple[Lane, Literal["steer", "follow_up"]], ...] = (
-            ("steering", "steer"),
-            ("follow_up", "follow_up"),
-        )
-        for lane, delivery in lanes:
-            queued = self.inbox.take(lane)
-            if queued:
-                initial = [
-                    UserMessage(id=m.id, content=m.content, delivery=delivery) for m in queued
-                ]
-                return await self._execute(initial, poll_first=False, run_id=run_id)
+        for lane in LANES:  # steering, then follow-up
+            taken = self.inbox.take(lane)
+            if taken:
+                return await self._execute([], taken=taken, poll_first=False, run_id=run_id)
         if not self.messages or isinstance(self.messages[-1], AssistantMessage):
             raise SteerlineError("nothing to continue: no queued message and no pending input")
         return await self._execute([], poll_first=True, run_id=run_id)
@@ -250,10 +244,9 @@ class Agent:
 
         Returns the removed messages (empty unless ``clear_queues``).
         """
-        removed = self.inbox.clear() if clear_queues else []
         if self._run is not None:
-            self._run.abort()
-        return removed
+            self._run.abort()  # first: what the run took and did not deliver goes back
+        return self.inbox.clear() if clear_queues else []
 
     # -- events --------------------------------------------------------------
     def events(self, *, max_buffer: int | None = None) -> EventStream:
@@ -296,7 +289,12 @@ class Agent:
         )
 
     async def _execute(
-        self, initial: list[UserMessage], *, poll_first: bool, run_id: str | None = None
+        self,
+        prompt: list[UserMessage],
+        *,
+        poll_first: bool,
+        taken: list[QueuedMessage] | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
         run = Run(
             run_id=run_id or new_id("run"),
@@ -304,6 +302,7 @@ class Agent:
             inbox=self.inbox,
             context=self.messages,
             emit=self._emit,
+            taken=list(taken or ()),
         )
         self._run = run
 
@@ -324,7 +323,7 @@ class Agent:
                 group.start_soon(abort_when_cancelled)
                 try:
                     with anyio.CancelScope(shield=True):
-                        result = await run.execute(initial, poll_first=poll_first)
+                        result = await run.execute(prompt, poll_first=poll_first)
                 except Exception as exc:
                     failure = exc
                 finally:

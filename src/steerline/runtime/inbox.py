@@ -105,6 +105,10 @@ class Inbox:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._arrivals = 0
         self.on_change = on_change
+        self.on_remember: Callable[[str], None] | None = None
+        """Called with each id that enters the dedup window (a store persists it)."""
+        self.on_forget: Callable[[str], None] | None = None
+        """Called with each id that falls out of the window."""
 
     # -- modes -------------------------------------------------------------
     def mode(self, lane: Lane) -> DeliveryMode:
@@ -155,19 +159,24 @@ class Inbox:
             interrupt=interrupt,
         )
         self.remember(message.id)
-        queue = self._lanes[lane]
-        position = bisect.bisect_right([m.sort_key() for m in queue], message.sort_key())
-        queue.insert(position, message)
+        position = self._insert(message)
         self._changed()
         return EnqueueResult(message=message, duplicate=False, position=position)
 
     def remember(self, message_id: str) -> bool:
         """Record an accepted id in the dedup window; False if it was known."""
+        return self._remember(message_id, notify=True)
+
+    def _remember(self, message_id: str, *, notify: bool) -> bool:
         if message_id in self._seen:
             return False
         self._seen[message_id] = None
+        if notify and self.on_remember is not None:
+            self.on_remember(message_id)
         while len(self._seen) > self.limits.dedup_window:
-            self._seen.popitem(last=False)
+            forgotten, _ = self._seen.popitem(last=False)
+            if notify and self.on_forget is not None:
+                self.on_forget(forgotten)
         return True
 
     def is_duplicate(self, message_id: str) -> bool:
@@ -185,6 +194,20 @@ class Inbox:
         self._changed()
         return taken
 
+    def put_back(self, messages: Iterable[QueuedMessage]) -> None:
+        """Return taken messages that were never delivered (a run aborted first).
+
+        Each goes back to its own lane with its id, priority and arrival, so it
+        takes its original position. The size limit is not checked: these
+        messages were accepted already and must not be lost.
+        """
+        returned = False
+        for message in messages:
+            self._insert(message)
+            returned = True
+        if returned:
+            self._changed()
+
     def clear(self, lane: Lane | None = None) -> list[QueuedMessage]:
         """Remove and return the messages of one lane, or of both."""
         lanes = LANES if lane is None else (check_lane(lane),)
@@ -197,15 +220,13 @@ class Inbox:
         return removed
 
     def restore(self, messages: Iterable[QueuedMessage], seen_ids: Iterable[str] = ()) -> None:
-        """Load persisted state (a restarted server's inbox)."""
+        """Load persisted state (a restarted server's inbox); no hook is called."""
         for message_id in seen_ids:
-            self.remember(message_id)
+            self._remember(message_id, notify=False)
         for message in messages:
-            self.remember(message.id)
+            self._remember(message.id, notify=False)
             self._arrivals = max(self._arrivals, message.arrival)
-            queue = self._lanes[message.lane]
-            keys = [m.sort_key() for m in queue]
-            queue.insert(bisect.bisect_right(keys, message.sort_key()), message)
+            self._insert(message)
 
     # -- reading -------------------------------------------------------------
     def has(self, lane: Lane | None = None) -> bool:
@@ -238,6 +259,13 @@ class Inbox:
 
     def __len__(self) -> int:
         return sum(len(queue) for queue in self._lanes.values())
+
+    def _insert(self, message: QueuedMessage) -> int:
+        """Place ``message`` in its lane by (priority, arrival); return its position."""
+        queue = self._lanes[message.lane]
+        position = bisect.bisect_right([m.sort_key() for m in queue], message.sort_key())
+        queue.insert(position, message)
+        return position
 
     def _changed(self) -> None:
         if self.on_change is not None:

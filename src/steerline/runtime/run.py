@@ -5,6 +5,11 @@ cancel scope around the model stream and the tool batch in flight. Every poll
 of the inbox and the final decision to stop happen without an ``await`` in
 between, so a message can never slip between "nothing queued" and
 ``agent_end``.
+
+A message taken from the inbox is held in ``Run.taken`` until it is added to
+the context at the next turn. ``abort()`` puts what is still held back into
+the inbox at once (a subscriber may abort from any event, ``turn_start``
+included), so the aborted run never consumes a queued message (SPEC §2.5).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from steerline.runtime.executor import (
     ToolBatch,
     ToolExecution,
 )
-from steerline.runtime.inbox import Inbox, Lane
+from steerline.runtime.inbox import Inbox, Lane, QueuedMessage
 from steerline.runtime.retry import RetryPolicy
 from steerline.tools.base import Tool
 
@@ -98,6 +103,9 @@ class Run:
     _stream_cut: bool = False
     _batch: ToolBatch | None = None
     _added: list[Message] = field(default_factory=list)
+    taken: list[QueuedMessage] = field(default_factory=list)
+    """Taken from the inbox, not yet in the context (``continue_`` hands the
+    first ones over): delivered at the next turn, or put back by ``abort``."""
 
     # -- control from other tasks -------------------------------------------
     def on_steer(self, interrupt: bool) -> None:
@@ -107,6 +115,7 @@ class Run:
 
     def abort(self) -> None:
         self.aborted = True
+        self._put_back()
         self._interrupt(CANCELLED_FOR_ABORT)
 
     def _interrupt(self, tool_reason: str) -> None:
@@ -117,19 +126,20 @@ class Run:
             self._batch.cancel(tool_reason)
 
     # -- the loop ------------------------------------------------------------
-    async def execute(self, initial: list[UserMessage], *, poll_first: bool) -> RunResult:
+    async def execute(self, prompt: list[UserMessage], *, poll_first: bool) -> RunResult:
+        """Run to the end. ``prompt``: the caller's own input, added in the
+        first turn even if the run is aborted before it (it gets the aborted
+        reply); queued messages go first through ``taken``."""
         stop: RunStopReason = "completed"
         error_message: str | None = None
         self.emit(AgentStart(run_id=self.run_id))
-        pending = list(initial)
         if poll_first:
-            pending += self._take("steering")
+            self._take("steering")
         try:
             while True:
                 self.emit(TurnStart(run_id=self.run_id))
-                for message in pending:
-                    self._add(message)
-                pending = []
+                self._deliver(prompt)
+                prompt = []
                 reply = await self._stream_reply()
                 results = await self._tool_results(reply)
                 for result in results:
@@ -141,13 +151,12 @@ class Run:
                 if self.aborted:
                     stop = "aborted"
                     break
-                pending = self._take("steering")
-                if pending or results:
+                if self._take("steering") or results:
                     continue
-                pending = self._take("follow_up")
-                if not pending:
+                if not self._take("follow_up"):
                     break
         finally:
+            self._put_back()
             self.result = RunResult(
                 run_id=self.run_id,
                 stop_reason=stop,
@@ -165,11 +174,32 @@ class Run:
             self.done.set()
         return self.result
 
-    def _take(self, lane: Lane) -> list[UserMessage]:
-        return [
-            UserMessage(id=queued.id, content=queued.content, delivery=_DELIVERY[lane])
-            for queued in self.inbox.take(lane)
-        ]
+    def _take(self, lane: Lane) -> bool:
+        """Poll ``lane`` (nothing once aborted); True if something was taken."""
+        if self.aborted:
+            return False
+        taken = self.inbox.take(lane)
+        self.taken += taken
+        return bool(taken)
+
+    def _deliver(self, prompt: list[UserMessage]) -> None:
+        """Add the turn's new user messages: the prompt, then the taken ones.
+
+        A taken message is added only while the run is not aborted; checked
+        per message, since a subscriber may abort on any ``message_start``.
+        """
+        for message in prompt:
+            self._add(message)
+        while self.taken and not self.aborted:
+            queued = self.taken.pop(0)
+            delivery = _DELIVERY[queued.lane]
+            self._add(UserMessage(id=queued.id, content=queued.content, delivery=delivery))
+
+    def _put_back(self) -> None:
+        """Return taken, undelivered messages to the inbox, at their positions."""
+        if self.taken:
+            taken, self.taken = self.taken, []
+            self.inbox.put_back(taken)
 
     def _add(self, message: Message) -> None:
         self.context.append(message)
@@ -210,6 +240,8 @@ class Run:
             return message
 
     async def _attempt(self, assembler: MessageAssembler, delay: float) -> ModelError | None:
+        if self.aborted:
+            return None  # aborted before the call (e.g. from turn_start): do not make it
         settings = self.settings
         request = ModelRequest(
             system_prompt=settings.system_prompt,
@@ -220,8 +252,6 @@ class Run:
         error: ModelError | None = None
         with anyio.CancelScope() as scope:
             self._stream_scope = scope
-            if self.aborted:
-                scope.cancel()
             try:
                 if delay > 0:
                     await anyio.sleep(delay)

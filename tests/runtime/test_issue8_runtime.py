@@ -1,0 +1,191 @@
+"""Runtime defects of issue 8: an abort from a subscriber keeps what was taken
+from the inbox (SPEC §2.5), ``continue_`` answers pending input first
+(§2.2 step 6), sequential tool results follow their own tool (§2.3), and an
+aborted reply / run says why (``error_message``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from steerline import (
+    Agent,
+    AgentEvent,
+    AssistantMessage,
+    ScriptedModel,
+    UserMessage,
+)
+
+from .helpers import Recorder
+
+pytestmark = pytest.mark.anyio
+
+ABORTED = "Request was aborted"
+LONG_TEXT = " ".join(f"word{i}" for i in range(300))
+
+
+def _on(agent: Agent, type_: str, nth: int, action: Any) -> None:
+    """Call ``action()`` from a subscriber on the ``nth`` event of ``type_``."""
+    seen = 0
+
+    def callback(event: AgentEvent) -> None:
+        nonlocal seen
+        if event.type == type_:
+            seen += 1
+            if seen == nth:
+                action()
+
+    agent.subscribe(callback)
+
+
+def _queue(agent: Agent) -> list[tuple[str, str, int, float]]:
+    snapshot = agent.queue_snapshot()
+    return [
+        (lane, m.id, m.priority, m.created_at)
+        for lane, views in (("steering", snapshot.steering), ("follow_up", snapshot.follow_up))
+        for m in views
+    ]
+
+
+def _delivered(agent: Agent) -> list[str]:
+    return [m.id for m in agent.messages if isinstance(m, UserMessage)]
+
+
+def _user_starts(rec: Recorder) -> list[str]:
+    return [
+        e.message.id for e in rec.of_type("message_start") if isinstance(e.message, UserMessage)
+    ]
+
+
+# -- 16: an abort from a subscriber never consumes a queued message ----------------
+
+
+async def test_abort_on_agent_start_puts_the_polled_steer_back_at_its_position() -> None:
+    model = ScriptedModel(["never said"])
+    agent = Agent(model=model)
+    agent.steer("low", id="s-low")
+    agent.steer("high", id="s-high", priority=5)  # first in the lane: the P0 poll takes it
+    agent.steer("low 2", id="s-low2")
+    agent.follow_up("later", id="f1")
+    before = _queue(agent)
+    _on(agent, "agent_start", 1, agent.abort)
+    rec = Recorder(agent)
+
+    result = await agent.prompt("hello", id="p1")
+
+    assert result.stop_reason == "aborted"
+    assert _queue(agent) == before  # same ids, lanes, order, priorities, created_at
+    assert _delivered(agent) == ["p1"]
+    assert _user_starts(rec) == ["p1"]
+    assert model.streams == []  # aborted before the model call: it is not made
+
+
+async def test_abort_on_agent_start_keeps_the_prompt_with_an_aborted_reply() -> None:
+    """The decision for the prompt itself (docs/runtime.md): it is the run's own
+    input, so it is recorded and gets the aborted reply, as an abort one token
+    later would give it; the model is not called."""
+    model = ScriptedModel(["never said"])
+    agent = Agent(model=model)
+    _on(agent, "agent_start", 1, agent.abort)
+    rec = Recorder(agent)
+
+    result = await agent.prompt("hello", id="p1")
+
+    assert result.stop_reason == "aborted"
+    assert [m.role for m in agent.messages] == ["user", "assistant"]
+    assert agent.messages[0].id == "p1"  # type: ignore[union-attr]
+    reply = agent.messages[1]
+    assert isinstance(reply, AssistantMessage)
+    assert (reply.stop_reason, reply.content) == ("aborted", [])
+    assert result.messages == agent.messages
+    assert model.streams == []
+    assert rec.types() == [
+        "agent_start",
+        "turn_start",
+        "message_start",
+        "message_end",
+        "message_start",
+        "message_end",
+        "turn_end",
+        "agent_end",
+    ]
+
+
+async def test_abort_on_turn_start_puts_the_taken_steer_back() -> None:
+    model = ScriptedModel(["first answer", "never said"])
+    agent = Agent(model=model)
+    # the steer arrives while turn 1 ends; the loop takes it for turn 2
+    _on(agent, "turn_end", 1, lambda: agent.steer("steer", id="s1", priority=2))
+    _on(agent, "turn_start", 2, agent.abort)
+    rec = Recorder(agent)
+
+    result = await agent.prompt("hello", id="p1")
+
+    assert result.stop_reason == "aborted"
+    assert _delivered(agent) == ["p1"]
+    assert _user_starts(rec) == ["p1"]
+    snapshot = agent.queue_snapshot()
+    assert [(m.id, m.priority) for m in snapshot.steering] == [("s1", 2)]
+    assert snapshot.follow_up == []
+    assert len(model.streams) == 1
+
+
+async def test_abort_on_turn_start_puts_the_taken_follow_up_back_first_in_its_lane() -> None:
+    model = ScriptedModel(["first answer", "never said"])
+    agent = Agent(model=model)
+
+    def queue_two() -> None:
+        agent.follow_up("first", id="f1")
+        agent.follow_up("second", id="f2")
+
+    _on(agent, "turn_end", 1, queue_two)
+    _on(agent, "turn_start", 2, agent.abort)
+
+    result = await agent.prompt("hello", id="p1")
+
+    assert result.stop_reason == "aborted"
+    assert _delivered(agent) == ["p1"]
+    assert [m.id for m in agent.queue_snapshot().follow_up] == ["f1", "f2"]
+    assert len(model.streams) == 1
+    # nothing was lost or duplicated: the next continue_ serves both, in order
+    await agent.continue_()
+    assert _delivered(agent) == ["p1", "f1", "f2"]
+
+
+async def test_abort_on_agent_start_of_continue_puts_all_taken_messages_back() -> None:
+    model = ScriptedModel(["never said"])
+    agent = Agent(model=model, follow_up_mode="all")
+    agent.follow_up("a", id="a")
+    agent.follow_up("b", id="b", priority=3)
+    agent.follow_up("c", id="c")
+    before = _queue(agent)
+    _on(agent, "agent_start", 1, agent.abort)
+    rec = Recorder(agent)
+
+    result = await agent.continue_()
+
+    assert result.stop_reason == "aborted"
+    assert _queue(agent) == before
+    assert _delivered(agent) == [] and _user_starts(rec) == []
+    assert model.streams == []
+
+
+async def test_abort_with_clear_queues_on_turn_start_returns_the_taken_message() -> None:
+    model = ScriptedModel(["first answer", "never said"])
+    agent = Agent(model=model)
+    removed: list[str] = []
+    _on(agent, "turn_end", 1, lambda: agent.steer("steer", id="s1"))
+    _on(
+        agent,
+        "turn_start",
+        2,
+        lambda: removed.extend(m.id for m in agent.abort(clear_queues=True)),
+    )
+
+    result = await agent.prompt("hello", id="p1")
+
+    assert result.stop_reason == "aborted"
+    assert removed == ["s1"]
+    assert not agent.has_queued_messages()
+    assert _delivered(agent) == ["p1"]
