@@ -10,6 +10,7 @@ edge, and refuses it with a clear error instead.
 from __future__ import annotations
 
 from steerline.core.errors import InvalidValueError
+from steerline.core.messages import ImageContent, TextContent, UserContent
 
 MAX_ID_LENGTH = 200
 """Longest client-supplied id (message ids, conversation ids are shorter)."""
@@ -33,3 +34,16 @@ def check_id(value: str, what: str, max_length: int = MAX_ID_LENGTH) -> str:
     if len(value) > max_length:
         raise InvalidValueError(f"{what} is {len(value)} characters; the limit is {max_length}")
     return check_text(value, what)
+
+
+def check_content(content: str | list[UserContent], what: str = "content") -> None:
+    """Every text of a message (and an image's fields) is valid Unicode text."""
+    if isinstance(content, str):
+        check_text(content, what)
+        return
+    for part in content:
+        if isinstance(part, TextContent):
+            check_text(part.text, what)
+        elif isinstance(part, ImageContent):
+            check_text(part.data, f"{what} image data")
+            check_text(part.mime_type, f"{what} image mime_type")

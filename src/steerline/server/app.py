@@ -209,7 +209,14 @@ def create_app(
         if on_disconnect not in ("continue", "cancel"):
             raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
         kind = choose_framing(request.headers.get("accept"))
-        release = state.gate.open_stream(tenant_name)
+        state.conversations.check_writable()  # a stream would end at once with a hint
+        release_slot = state.gate.open_stream(tenant_name)
+        detach = conv.attach()
+
+        def release() -> None:
+            release_slot()
+            detach()
+
         state.metrics.live_streams.labels(kind).inc()
         tail = LogTail(state.log, conv.id, plan, settings.stream, state.streams)
 
@@ -352,6 +359,11 @@ def create_app(
         removed = await conv.clear_queue(None if lane == "all" else check_lane(lane))
         return {"conversation_id": conv.id, "removed": _queued(removed)}
 
+    @app.get(f"{api}/conversations/{{conversation_id}}/queue")
+    async def get_queue(conv: Conv) -> dict[str, Any]:
+        """The queued messages of both lanes, with their whole content."""
+        return {"conversation_id": conv.id, **conv.status()["queue"]}  # type: ignore[dict-item]
+
     @app.get(f"{api}/conversations/{{conversation_id}}/history")
     async def history(conv: Conv) -> dict[str, Any]:
         """Persisted items in order, chunks merged per ``item_id``."""
@@ -421,6 +433,7 @@ def create_app(
             await websocket.close(code=4404 if exc.code == "conversation_not_found" else 4403)
             return
         await websocket.accept()
+        detach = conv.attach()
         state.metrics.live_streams.labels("websocket").inc()
         session = WebSocketSession(
             websocket,
@@ -436,14 +449,21 @@ def create_app(
             await session.run()
         finally:
             release()
+            detach()
             state.metrics.live_streams.labels("websocket").dec()
             if session.end_reason is EndReason.SLOW:
                 state.metrics.dropped.inc()
 
     @app.get("/healthz", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        """Liveness."""
-        return {"status": "ok" if state.service is not None else "starting"}
+    async def healthz() -> Response:
+        """Liveness: 503 while starting, stopping, or while the store cannot write."""
+        if state.service is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        if not state.log.available:
+            return JSONResponse(
+                {"status": "unavailable", "reason": "the store cannot write"}, status_code=503
+            )
+        return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:

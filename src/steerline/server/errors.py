@@ -12,9 +12,14 @@ from steerline.core.errors import (
     QueueFullError,
     SteerlineError,
 )
-from steerline.log.base import ConversationExistsError, RetentionError
+from steerline.log.base import (
+    ConversationExistsError,
+    RetentionError,
+    StorageUnavailableError,
+    StoreLockedError,
+)
 from steerline.service.agents import UnknownAgentError
-from steerline.service.conversation import ConversationBusyError
+from steerline.service.conversation import ConversationBusyError, ConversationUnloadedError
 from steerline.service.service import ConversationNotFoundError
 
 
@@ -45,7 +50,13 @@ _STATUS: list[tuple[type[SteerlineError], int]] = [
     (QueueFullError, 409),
     (InboxError, 400),
     (InvalidValueError, 400),
+    (StorageUnavailableError, 503),
+    (StoreLockedError, 503),
+    (ConversationUnloadedError, 503),
 ]
+
+_RETRY_AFTER = {503: "1"}
+"""A 503 says when to try again: the condition is temporary by design."""
 
 
 def error_response(
@@ -66,5 +77,8 @@ def status_for(exc: SteerlineError) -> int:
 
 
 def steerline_error_response(exc: SteerlineError) -> JSONResponse:
+    status = status_for(exc)
     headers = exc.headers if isinstance(exc, HTTPError) else None
-    return error_response(status_for(exc), exc.code, exc.message, headers)
+    if headers is None and status in _RETRY_AFTER:
+        headers = {"Retry-After": _RETRY_AFTER[status]}
+    return error_response(status, exc.code, exc.message, headers)

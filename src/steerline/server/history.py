@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from steerline.log.base import EventLog
+from steerline.log.base import EventLog, RetentionError
 
 _decoder = msgspec.json.Decoder()
 
@@ -29,7 +29,14 @@ async def build_history(log: EventLog, conversation_id: str) -> dict[str, Any]:
     after = max(0, await log.oldest_seq(conversation_id) - 1)
     last = after
     while True:
-        batch = await log.read(conversation_id, after, 2000)
+        try:
+            batch = await log.read(conversation_id, after, 2000)
+        except RetentionError:
+            # Retention trimmed the log while it was being read (a run is
+            # appending): history is what is retained, so go on from the
+            # oldest event kept instead of failing the request.
+            after = max(after, await log.oldest_seq(conversation_id) - 1)
+            continue
         if not batch:
             break
         for stored in batch:

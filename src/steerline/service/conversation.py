@@ -1,14 +1,24 @@
 """A live conversation: one Agent bound to its event log.
 
 The agent's native events go through the translator into the log as they are
-emitted (``append`` never blocks). Inbox and context are checkpointed as
-state blobs in the same ordered write stream: the inbox at every change, the
-context at turn boundaries.
+emitted (``append`` never blocks). Runtime state is persisted in the same
+ordered write stream, one element at a time where it changes that way: each
+queued message is an item (written when queued or changed, deleted when
+delivered or removed), each accepted message id is an item of the dedup
+window (written the moment it is accepted, so it is a duplicate even after
+a crash), and the context is a blob written at turn boundaries.
+
+No window between "nothing queued" and "idle": the run announces its final
+decision with ``agent_end`` (emitted with no ``await`` after its last inbox
+poll). From then on a message that would start a run if the conversation
+were idle is kept as the *next start* and the same task runs it right after
+the current run, so nothing accepted is stranded in the queue.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -22,13 +32,26 @@ from steerline.core.errors import (
     MessageTooLargeError,
     SteerlineError,
 )
-from steerline.core.events import AgentEnd, AgentEvent, QueueUpdate, TurnEnd
+from steerline.core.events import AgentEnd, AgentEvent, AgentStart, QueueUpdate, TurnEnd
 from steerline.core.ids import new_id
 from steerline.core.messages import UserContent, as_user_content, content_size
-from steerline.log.base import ConversationRecord, EventLog
+from steerline.core.text import check_content, check_id
+from steerline.log.base import ConversationRecord, EventLog, StorageUnavailableError
 from steerline.runtime.agent import Agent, check_policy
-from steerline.runtime.inbox import InboxSnapshot, Lane, QueuedMessage, check_delivery_mode
-from steerline.service.state import CONTEXT_KEY, INBOX_KEY, encode_context, encode_inbox
+from steerline.runtime.inbox import (
+    LANES,
+    InboxSnapshot,
+    Lane,
+    QueuedMessage,
+    check_delivery_mode,
+)
+from steerline.service.state import (
+    CONTEXT_KEY,
+    QUEUE_ITEMS,
+    SEEN_ITEMS,
+    encode_context,
+    encode_queued,
+)
 from steerline.wire.envelope import UnifiedResponseData, WireEvent, encode_unsealed
 from steerline.wire.translate import RunTranslator
 
@@ -44,6 +67,12 @@ class ConversationBusyError(SteerlineError):
     code = "conversation_busy"
 
 
+class ConversationUnloadedError(SteerlineError):
+    """This object was unloaded (evicted or deleted); fetch the conversation again."""
+
+    code = "conversation_unloaded"
+
+
 def check_submit_mode(value: str) -> SubmitMode:
     if value not in SUBMIT_MODES:
         raise InvalidValueError(
@@ -53,7 +82,9 @@ def check_submit_mode(value: str) -> SubmitMode:
 
 
 def check_message_size(content: str | list[UserContent], limit: int) -> None:
-    """``MessageTooLargeError`` if ``content`` is over the inbox's message limit."""
+    """``MessageTooLargeError`` if ``content`` is over the inbox's message limit
+    (``InvalidValueError`` first if it is not valid Unicode text)."""
+    check_content(content)
     size = content_size(as_user_content(content))
     if size > limit:
         raise MessageTooLargeError(f"message is {size} bytes; the limit is {limit}")
@@ -80,6 +111,15 @@ class Acceptance:
 Spawner = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """A run to start: with a message (a prompt) or from the queue (``None``)."""
+
+    run_id: str
+    content: str | list[UserContent] | None
+    message_id: str | None
+
+
 class Conversation:
     def __init__(
         self,
@@ -101,10 +141,21 @@ class Conversation:
         self.translator = RunTranslator(record.id, record.agent_name, self._append)
         self._announce: tuple[str, str] | None = None
         self._announced_seq = 0
+        self._stopping = False
+        """The active run has decided to stop (``agent_end``): it takes nothing more."""
+        self._next: _Start | None = None
+        """A start requested while the active run was stopping; runs right after it."""
+        self._persisted_queue: dict[str, tuple[Lane, int, int]] = {}
+        self.viewers = 0
+        """Open streams and sockets using this object (it is not unloaded meanwhile)."""
+        self.last_used = time.monotonic()
+        self.unloaded = False
         agent.steering_mode = check_delivery_mode(record.steering_mode)
         agent.follow_up_mode = check_delivery_mode(record.follow_up_mode)
         agent.steering_policy = check_policy(record.steering_policy)
         agent.subscribe(self._on_event)
+        agent.inbox.on_remember = self._remember_id
+        agent.inbox.on_forget = self._forget_id
 
     @property
     def id(self) -> str:
@@ -117,6 +168,10 @@ class Conversation:
         )
 
     def _on_event(self, event: AgentEvent) -> None:
+        if isinstance(event, AgentEnd):
+            self._stopping = True
+        elif isinstance(event, AgentStart):
+            self._stopping = False
         if isinstance(event, QueueUpdate) and self._announce is not None:
             message_id, delivery = self._announce
             self._announce = None
@@ -127,14 +182,70 @@ class Conversation:
             self._announced_seq = self.last_seq
         self.translator(event)
         if isinstance(event, QueueUpdate):
-            self.save_inbox()
+            self.save_queue()
         elif isinstance(event, TurnEnd | AgentEnd):
             self.log.put_state(self.id, CONTEXT_KEY, encode_context(self.agent.messages))
 
-    def save_inbox(self) -> None:
+    def save_queue(self) -> None:
+        """Write the queued messages that changed since the last save, delete
+        the ones that left: one small write per change, never the whole queue."""
         inbox = self.agent.inbox
-        queued = inbox.messages("steering") + inbox.messages("follow_up")
-        self.log.put_state(self.id, INBOX_KEY, encode_inbox(queued, inbox.seen_ids))
+        current: dict[str, tuple[Lane, int, int]] = {}
+        for lane in LANES:
+            for message in inbox.messages(lane):
+                signature = (lane, message.priority, id(message.content))
+                current[message.id] = signature
+                if self._persisted_queue.get(message.id) != signature:
+                    self.log.put_item(self.id, QUEUE_ITEMS, message.id, encode_queued(message))
+        for gone in self._persisted_queue.keys() - current.keys():
+            self.log.delete_item(self.id, QUEUE_ITEMS, gone)
+        self._persisted_queue = current
+
+    def mark_queue_saved(self) -> None:
+        """The queue as restored from storage is what storage holds."""
+        inbox = self.agent.inbox
+        self._persisted_queue = {
+            m.id: (lane, m.priority, id(m.content)) for lane in LANES for m in inbox.messages(lane)
+        }
+
+    def _remember_id(self, message_id: str) -> None:
+        self.log.put_item(self.id, SEEN_ITEMS, message_id, b"")
+
+    def _forget_id(self, message_id: str) -> None:
+        self.log.delete_item(self.id, SEEN_ITEMS, message_id)
+
+    # -- usage ---------------------------------------------------------------------
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def attach(self) -> Callable[[], None]:
+        """Count a viewer (stream or socket) until the returned function is called."""
+        self.viewers += 1
+        self.touch()
+        detached = False
+
+        def detach() -> None:
+            nonlocal detached
+            if not detached:
+                detached = True
+                self.viewers -= 1
+                self.touch()
+
+        return detach
+
+    @property
+    def evictable(self) -> bool:
+        return not self.busy and self.viewers == 0 and self._next is None
+
+    def _check_usable(self) -> None:
+        if self.unloaded:
+            raise ConversationUnloadedError(
+                f"conversation {self.id!r} was unloaded meanwhile; retry the request"
+            )
+        if not self.log.available:
+            raise StorageUnavailableError(
+                "the store cannot write right now; retry shortly (nothing accepted was lost)"
+            )
 
     # -- input ---------------------------------------------------------------------
     async def submit(
@@ -150,12 +261,22 @@ class Conversation:
 
         ``start_if_idle``: whether a message for an idle conversation starts a
         run (``/agents/stream`` always; ``/messages`` when ``auto_continue``
-        is on) or waits in the inbox.
+        is on) or waits in the inbox. A run that already decided to stop
+        counts as idle here: the message starts the next run right after it.
+
+        Everything is checked before anything changes, and the id enters the
+        dedup window (and storage) before the first ``await``, so concurrent
+        requests with one id deliver it once.
         """
+        self._check_usable()
+        self.touch()
+        if message_id is not None:
+            check_id(message_id, "message id")
+        check_message_size(content, self.agent.inbox.limits.max_message_bytes)
         message_id = message_id or new_id("msg")
         if self.agent.inbox.is_duplicate(message_id):
             return Acceptance(self.id, message_id, duplicate=True, after=self.last_seq)
-        if not self.busy:
+        if not self.busy or self._stopping:
             if start_if_idle:
                 return await self._start(content, message_id)
         elif mode == "reject":
@@ -185,48 +306,92 @@ class Conversation:
     async def _start(
         self, content: str | list[UserContent] | None, message_id: str | None
     ) -> Acceptance:
-        if self.busy:
+        if self.busy and not self._stopping:
             raise AgentBusyError("a run is active")
         if content is not None:
             # refuse here, not inside the run task: the caller gets the error
             check_message_size(content, self.agent.inbox.limits.max_message_bytes)
-        run_id = new_id("run")
         after = self.last_seq
-        self.busy = True
-        self.idle = anyio.Event()
+        if self.busy and self._next is not None and content is not None:
+            # a second start while stopping joins that next run as a follow-up
+            self.agent.follow_up(content, id=message_id)
+        elif message_id is not None:
+            self.agent.inbox.remember(message_id)  # a duplicate from now on, durably
+        if self.busy:  # stopping: the next run starts right after this one
+            if self._next is None:
+                self._next = _Start(new_id("run"), content, message_id)
+            start = self._next
+        else:
+            start = _Start(new_id("run"), content, message_id)
+            self.busy = True
+            self.idle = anyio.Event()
+            self._mark_running(start.run_id)
+            self._spawn(lambda: self._run_all(start))
+        with anyio.CancelScope(shield=True):
+            await self._save_record()  # also commits the remembered id before the answer
+        return Acceptance(
+            self.id,
+            message_id or "",
+            run_id=start.run_id,
+            after=after,
+            start_run_id=start.run_id,
+        )
+
+    def _mark_running(self, run_id: str) -> None:
+        self._stopping = False
         self.record.status = "running"
         self.record.active_run_id = run_id
         self.record.owner = self.owner
-        await self.log.update_conversation(self.record)
-        delivery: Literal["prompt", "steer", "follow_up"] = "prompt"
 
-        async def run() -> None:
+    async def _run_all(self, start: _Start) -> None:
+        """Run ``start``, then any start requested while it was stopping.
+
+        Never raises: a conversation's failure must not reach the service's
+        shared task group (it would end every other conversation's work).
+        """
+        try:
+            next_start: _Start | None = start
+            while next_start is not None:
+                await self._run_one(next_start)
+                next_start, self._next = self._next, None
+                if next_start is not None:
+                    self._mark_running(next_start.run_id)
+                    await self._save_record()
+        finally:
+            self.busy = False
+            self._stopping = False
+            self.record.status = "idle"
+            self.record.active_run_id = None
+            with anyio.CancelScope(shield=True):
+                await self._save_record()
+            self.idle.set()
+
+    async def _run_one(self, start: _Start) -> None:
+        try:
+            if start.content is None:
+                await self.agent.continue_(run_id=start.run_id)
+            else:
+                await self.agent.prompt(start.content, id=start.message_id, run_id=start.run_id)
+        except Exception:
+            logger.exception("run %s of %s failed", start.run_id, self.id)
             try:
-                if content is None:
-                    await self.agent.continue_(run_id=run_id)
-                else:
-                    await self.agent.prompt(
-                        content, id=message_id, run_id=run_id, delivery=delivery
-                    )
+                self.translator.run_failed(start.run_id, "internal_error", "the run failed")
             except Exception:
-                logger.exception("run %s of %s failed", run_id, self.id)
-                self.translator.run_failed(run_id, "internal_error", "the run failed")
-            finally:
-                self.busy = False
-                self.record.status = "idle"
-                self.record.active_run_id = None
-                self.save_inbox()
-                with anyio.CancelScope(shield=True):
-                    await self.log.update_conversation(self.record)
-                self.idle.set()
+                logger.exception("could not log the failure of run %s", start.run_id)
 
-        self._spawn(run)
-        return Acceptance(
-            self.id, message_id or "", run_id=run_id, after=after, start_run_id=run_id
-        )
+    async def _save_record(self) -> None:
+        """Persist the record; during a storage outage it stays queued and is
+        written when the store recovers, so there is nothing to do here."""
+        try:
+            await self.log.update_conversation(self.record)
+        except StorageUnavailableError:
+            logger.warning("conversation %s: record change held until the store recovers", self.id)
+        except Exception:
+            logger.exception("conversation %s: could not save its record", self.id)
 
     async def continue_queued(self) -> Acceptance:
         """Start a run from queued messages (the ``continue`` of the API)."""
+        self._check_usable()
         if not self.agent.has_queued_messages():
             raise InvalidValueError("nothing is queued")
         return await self._start(None, None)
@@ -238,6 +403,7 @@ class Conversation:
         return removed
 
     async def clear_queue(self, lane: Lane | None) -> list[QueuedMessage]:
+        self._check_usable()
         removed = self.agent.clear_queues(lane)
         await self.log.flush()
         return removed
@@ -249,6 +415,7 @@ class Conversation:
         follow_up_mode: str | None = None,
         steering_policy: str | None = None,
     ) -> None:
+        self._check_usable()
         if steering_mode is not None:
             self.agent.steering_mode = check_delivery_mode(steering_mode)
             self.record.steering_mode = steering_mode

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -15,12 +17,22 @@ from anyio.abc import TaskGroup
 
 from steerline.core.errors import SteerlineError
 from steerline.core.ids import new_id
-from steerline.log.base import ConversationRecord, EventLog
+from steerline.core.text import check_id
+from steerline.log.base import ConversationRecord, EventLog, StorageUnavailableError
 from steerline.runtime.agent import Agent
 from steerline.runtime.inbox import InboxLimits
 from steerline.service.agents import AgentRegistry
 from steerline.service.conversation import Conversation
-from steerline.service.state import CONTEXT_KEY, INBOX_KEY, decode_context, decode_inbox
+from steerline.service.state import (
+    CONTEXT_KEY,
+    INBOX_KEY,
+    QUEUE_ITEMS,
+    SEEN_ITEMS,
+    decode_context,
+    decode_inbox,
+    decode_queued,
+    encode_inbox,
+)
 
 logger = logging.getLogger("steerline.service")
 
@@ -36,6 +48,11 @@ class ServiceLimits:
     inbox: InboxLimits = field(default_factory=InboxLimits)
     shutdown_grace: float = 10.0
     """Seconds running tasks get to finish at shutdown before they are aborted."""
+    max_live_conversations: int = 1000
+    """Conversations kept loaded in memory; beyond this the least recently used
+    idle ones (no run, no viewer) are unloaded (they reload from storage)."""
+    idle_unload_after: float = 600.0
+    """Seconds after its last use an idle conversation is unloaded anyway."""
 
 
 def default_owner() -> str:
@@ -56,7 +73,8 @@ class ConversationService:
         self.registry = registry or AgentRegistry()
         self.limits = limits or ServiceLimits()
         self.owner = owner or default_owner()
-        self._live: dict[str, Conversation] = {}
+        self._live: OrderedDict[str, Conversation] = OrderedDict()
+        """Loaded conversations, least recently used first."""
         self._loading: dict[str, anyio.Lock] = {}
         self._group: TaskGroup | None = None
         self.shutting_down = anyio.Event()
@@ -66,6 +84,7 @@ class ConversationService:
         await self.log.open()
         self._group = await anyio.create_task_group().__aenter__()
         await self.recover()
+        self._group.start_soon(self._unload_idle_periodically)
         return self
 
     async def __aexit__(
@@ -84,6 +103,9 @@ class ConversationService:
     async def create(
         self, tenant: str, agent_name: str = "demo", conversation_id: str | None = None
     ) -> Conversation:
+        self.check_writable()
+        if conversation_id is not None:
+            check_id(conversation_id, "conversation id", 128)
         spec = self.registry.get(agent_name)
         agent = spec.build()
         record = ConversationRecord(
@@ -106,17 +128,24 @@ class ConversationService:
         if live is not None:
             if live.record.tenant != tenant:
                 raise self._not_found(conversation_id)
+            self._live.move_to_end(conversation_id)
+            live.touch()
             return live
         lock = self._loading.setdefault(conversation_id, anyio.Lock())
-        async with lock:
-            live = self._live.get(conversation_id)
-            if live is None:
-                record = await self.log.get_conversation(conversation_id)
-                if record is None:
-                    raise self._not_found(conversation_id)
-                live = await self._load(record)
+        try:
+            async with lock:
+                live = self._live.get(conversation_id)
+                if live is None:
+                    record = await self.log.get_conversation(conversation_id)
+                    if record is None:
+                        raise self._not_found(conversation_id)
+                    live = await self._load(record)
+        finally:
+            if not lock.statistics().tasks_waiting:
+                self._loading.pop(conversation_id, None)
         if live.record.tenant != tenant:
             raise self._not_found(conversation_id)
+        live.touch()
         return live
 
     async def get_or_create(
@@ -141,12 +170,20 @@ class ConversationService:
         return records
 
     async def delete(self, tenant: str, conversation_id: str) -> None:
+        self.check_writable()
         conversation = await self.get(tenant, conversation_id)
         conversation.agent.abort()
         with anyio.move_on_after(self.limits.shutdown_grace):
             await conversation.idle.wait()
-        self._live.pop(conversation_id, None)
+        self._unload(conversation)
         await self.log.delete_conversation(conversation_id)
+
+    def check_writable(self) -> None:
+        """``StorageUnavailableError`` (503) while the store cannot write."""
+        if not self.log.available:
+            raise StorageUnavailableError(
+                "the store cannot write right now; retry shortly (nothing accepted was lost)"
+            )
 
     def live_conversations(self) -> list[Conversation]:
         return list(self._live.values())
@@ -159,7 +196,17 @@ class ConversationService:
         if self._group is None:
             raise SteerlineError("the service is not running")
         self.runs_started += 1
-        self._group.start_soon(job)
+
+        async def guarded() -> None:
+            # The task group is shared by every conversation: an exception
+            # reaching it would cancel all of them. Whatever one run does
+            # wrong stays with that run.
+            try:
+                await job()
+            except Exception:
+                logger.exception("a conversation task failed")
+
+        self._group.start_soon(guarded)
 
     def _bind(self, record: ConversationRecord, agent: Agent | None = None) -> Conversation:
         if agent is None:
@@ -167,18 +214,66 @@ class ConversationService:
         agent.inbox.limits = self.limits.inbox
         conversation = Conversation(record, agent, self.log, self._spawn, self.owner)
         self._live[record.id] = conversation
+        self._unload_over_limit()
         return conversation
 
     async def _load(self, record: ConversationRecord) -> Conversation:
         conversation = self._bind(record)
-        context = await self.log.get_state(record.id, CONTEXT_KEY)
-        if context is not None:
-            conversation.agent.messages[:] = decode_context(context)
-        inbox = await self.log.get_state(record.id, INBOX_KEY)
-        if inbox is not None:
-            state = decode_inbox(inbox)
-            conversation.agent.inbox.restore(state.messages, state.seen_ids)
+        try:
+            context = await self.log.get_state(record.id, CONTEXT_KEY)
+            if context is not None:
+                conversation.agent.messages[:] = decode_context(context)
+            queued = [
+                decode_queued(value)
+                for _, value in await self.log.get_items(record.id, QUEUE_ITEMS)
+            ]
+            seen = [key for key, _ in await self.log.get_items(record.id, SEEN_ITEMS)]
+            conversation.agent.inbox.restore(queued, seen)
+            conversation.mark_queue_saved()
+            legacy = await self.log.get_state(record.id, INBOX_KEY)
+            if legacy is not None:
+                state = decode_inbox(legacy)
+                if state.messages or state.seen_ids:
+                    # a file written before queue and ids became items: move them over once
+                    conversation.agent.inbox.restore(state.messages, state.seen_ids)
+                    for message_id in state.seen_ids:
+                        self.log.put_item(record.id, SEEN_ITEMS, message_id, b"")
+                    conversation.save_queue()
+                    self.log.put_state(record.id, INBOX_KEY, encode_inbox([], []))
+        except BaseException:
+            self._live.pop(record.id, None)
+            raise
         return conversation
+
+    # -- memory: unloading idle conversations ----------------------------------------
+    def _unload(self, conversation: Conversation) -> None:
+        if self._live.get(conversation.id) is conversation:
+            del self._live[conversation.id]
+        conversation.unloaded = True
+        self.log.release(conversation.id)
+
+    def _unload_over_limit(self) -> None:
+        """Unload least recently used idle conversations beyond the limit."""
+        excess = len(self._live) - max(self.limits.max_live_conversations, 1)
+        if excess <= 0:
+            return
+        for conversation in [c for c in self._live.values() if c.evictable][:excess]:
+            self._unload(conversation)
+
+    def unload_idle(self, now: float | None = None) -> int:
+        """Unload conversations unused for ``idle_unload_after`` seconds."""
+        now = time.monotonic() if now is None else now
+        limit = self.limits.idle_unload_after
+        stale = [c for c in self._live.values() if c.evictable and now - c.last_used >= limit]
+        for conversation in stale:
+            self._unload(conversation)
+        return len(stale)
+
+    async def _unload_idle_periodically(self) -> None:
+        interval = max(min(self.limits.idle_unload_after / 4, 60.0), 0.05)
+        while True:
+            await anyio.sleep(interval)
+            self.unload_idle()
 
     async def recover(self) -> None:
         """End runs that a dead process left active (SPEC §4 recovery).

@@ -19,6 +19,13 @@ _inbox_decoder = msgspec.json.Decoder(InboxState)
 
 CONTEXT_KEY = "context"
 INBOX_KEY = "inbox"
+"""The whole inbox as one blob: written by steerline before 0.2, read to migrate."""
+QUEUE_ITEMS = "queue"
+"""Item collection: one queued message per item, keyed by message id."""
+SEEN_ITEMS = "seen"
+"""Item collection: the dedup window, one accepted message id per item."""
+
+_queued_decoder = msgspec.json.Decoder(QueuedMessage)
 
 
 def encode_context(messages: list[Message]) -> bytes:
@@ -35,3 +42,11 @@ def encode_inbox(messages: list[QueuedMessage], seen_ids: list[str]) -> bytes:
 
 def decode_inbox(data: bytes) -> InboxState:
     return _inbox_decoder.decode(data)
+
+
+def encode_queued(message: QueuedMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_queued(data: bytes) -> QueuedMessage:
+    return _queued_decoder.decode(data)

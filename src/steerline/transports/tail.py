@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import anyio
 
-from steerline.log.base import EventLog, RetentionError, StoredEvent
+from steerline.log.base import EventLog, RetentionError, StorageUnavailableError, StoredEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,8 @@ class EndReason(StrEnum):
     SLOW = "slow"
     DELETED = "deleted"
     DISCONNECTED = "disconnected"
+    UNAVAILABLE = "unavailable"
+    """The store cannot write: nothing new will come until it recovers."""
 
 
 class TailSink(Protocol):
@@ -138,8 +140,14 @@ class LogTail:
                     await self._send(sink.hint(self.last_sent), 1.0)
                     return EndReason.SLOW
                 if not batch:
-                    if not await self._wait(cursor, sink):
-                        return EndReason.DELETED
+                    try:
+                        if not await self._wait(cursor, sink):
+                            return EndReason.DELETED
+                    except StorageUnavailableError:
+                        # Nothing can be committed now: end with a hint; the
+                        # client resumes from it once the store recovers.
+                        await self._send(sink.hint(self.last_sent), 1.0)
+                        return EndReason.UNAVAILABLE
                     continue
                 cursor = batch[-1].seq
                 selected, finished = self._select(batch)

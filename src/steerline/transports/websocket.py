@@ -109,7 +109,13 @@ class WebSocketSession:
                 except WebSocketDisconnect:
                     return
                 self.end_reason = reason
-                if reason in (EndReason.SLOW, EndReason.SHUTDOWN, EndReason.DELETED):
+                if reason in (
+                    EndReason.SLOW,
+                    EndReason.SHUTDOWN,
+                    EndReason.DELETED,
+                    EndReason.UNAVAILABLE,
+                ):
+                    # 1013 "try again later": resume from the hint's id
                     code = 1001 if reason is EndReason.SHUTDOWN else 1013
                     with anyio.move_on_after(1.0):
                         await self.websocket.close(code=code)

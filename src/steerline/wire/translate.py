@@ -17,21 +17,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from steerline.core.events import (
     AgentEnd,
     AgentEvent,
     AgentStart,
     MessageStart,
     MessageUpdate,
+    QueuedMessageView,
     QueueUpdate,
     ToolExecutionEnd,
     ToolExecutionStart,
 )
 from steerline.core.ids import new_id
-from steerline.core.messages import UserMessage
+from steerline.core.messages import TextContent, UserMessage, content_size
 from steerline.wire.envelope import UnifiedResponseData, WireEvent, WireRole
+
+PREVIEW_CHARS = 200
+"""``queue_updated`` shows each queued message as its id and the start of its
+text, not its whole body: the event is written at every queue change, and
+copying up to 100 x 64 KiB into the log each time is what let one tenant fill
+gigabytes. The bodies are served by ``GET …/queue``."""
+
+
+def queued_summary(message: QueuedMessageView) -> dict[str, Any]:
+    """A queued message as ``queue_updated`` shows it (bounded size)."""
+    text = "".join(part.text for part in message.content if isinstance(part, TextContent))
+    images = sum(1 for part in message.content if not isinstance(part, TextContent))
+    summary: dict[str, Any] = {
+        "id": message.id,
+        "preview": text[:PREVIEW_CHARS],
+        "truncated": len(text) > PREVIEW_CHARS,
+        "size": content_size(message.content),
+        "priority": message.priority,
+        "created_at": message.created_at,
+    }
+    if images:
+        summary["images"] = images
+    return summary
+
 
 Sink = Callable[[WireEvent, UnifiedResponseData, str | None], None]
 """Receives (event name, data, run id) for every wire event, in order."""
@@ -139,8 +162,8 @@ class RunTranslator:
                 WireEvent.QUEUE_UPDATED,
                 "system",
                 payload={
-                    "steering": msgspec.to_builtins(event.steering),
-                    "follow_up": msgspec.to_builtins(event.follow_up),
+                    "steering": [queued_summary(m) for m in event.steering],
+                    "follow_up": [queued_summary(m) for m in event.follow_up],
                 },
             )
         elif isinstance(event, AgentStart):
