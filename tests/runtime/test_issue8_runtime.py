@@ -14,8 +14,12 @@ from steerline import (
     AgentEvent,
     AssistantMessage,
     ScriptedModel,
+    TextContent,
+    ToolCall,
+    ToolResultMessage,
     UserMessage,
 )
+from steerline.tools import echo
 
 from .helpers import Recorder
 
@@ -189,3 +193,47 @@ async def test_abort_with_clear_queues_on_turn_start_returns_the_taken_message()
     assert removed == ["s1"]
     assert not agent.has_queued_messages()
     assert _delivered(agent) == ["p1"]
+
+
+# -- 17: continue_ answers pending input before a queued follow-up ------------------
+
+
+async def test_continue_answers_a_pending_user_message_before_the_queued_follow_up() -> None:
+    model = ScriptedModel(["answer to the question", "answer to the follow-up"])
+    history = [UserMessage(id="u1", content=[TextContent(text="restored question")])]
+    agent = Agent(model=model, messages=history)
+    agent.follow_up("follow-up", id="f1")
+
+    result = await agent.continue_()
+
+    assert result.stop_reason == "completed"
+    assert len(model.requests) == 2
+    assert model.requests[0].messages[-1].text == "restored question"  # type: ignore[union-attr]
+    assert model.requests[1].messages[-1].text == "follow-up"  # type: ignore[union-attr]
+    assert [(m.role, getattr(m, "text", "")) for m in agent.messages] == [
+        ("user", "restored question"),
+        ("assistant", "answer to the question"),
+        ("user", "follow-up"),
+        ("assistant", "answer to the follow-up"),
+    ]
+
+
+async def test_continue_answers_pending_tool_results_before_the_queued_follow_up() -> None:
+    model = ScriptedModel(["it said hi", "answer to the follow-up"])
+    call = ToolCall(id="call-1", name="echo", arguments={"text": "hi"})
+    history = [
+        UserMessage(id="u1", content=[TextContent(text="echo hi")]),
+        AssistantMessage(content=[call], stop_reason="tool_use"),
+        ToolResultMessage(
+            tool_call_id="call-1", tool_name="echo", content=[TextContent(text="hi")]
+        ),
+    ]
+    agent = Agent(model=model, tools=[echo], messages=history)
+    agent.follow_up("follow-up", id="f1")
+
+    await agent.continue_()
+
+    assert len(model.requests) == 2
+    assert model.requests[0].messages[-1].role == "tool_result"
+    assert model.requests[1].messages[-1].text == "follow-up"  # type: ignore[union-attr]
+    assert [m.role for m in agent.messages[3:]] == ["assistant", "user", "assistant"]

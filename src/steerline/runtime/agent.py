@@ -185,19 +185,22 @@ class Agent:
         return await self._execute([message], poll_first=True, run_id=run_id)
 
     async def continue_(self, *, run_id: str | None = None) -> RunResult:
-        """Start a run from what is queued (steering first), after a run ended.
+        """Start a run after a run ended (as pi-mono's ``continue``).
 
-        With nothing queued, continue from the context if its last message
-        awaits an answer (a user message or tool results).
+        If the context ends with input that awaits an answer (a user message
+        or tool results), the run answers it first: its first model call is
+        on the context as it is, with queued steering joining that turn (the
+        P0 poll); follow-ups come after, as in any run. Otherwise the run
+        starts from what is queued, steering lane first.
         """
         self._ensure_idle()
+        if self.messages and not isinstance(self.messages[-1], AssistantMessage):
+            return await self._execute([], poll_first=True, run_id=run_id)
         for lane in LANES:  # steering, then follow-up
             taken = self.inbox.take(lane)
             if taken:
                 return await self._execute([], taken=taken, poll_first=False, run_id=run_id)
-        if not self.messages or isinstance(self.messages[-1], AssistantMessage):
-            raise SteerlineError("nothing to continue: no queued message and no pending input")
-        return await self._execute([], poll_first=True, run_id=run_id)
+        raise SteerlineError("nothing to continue: no queued message and no pending input")
 
     async def wait_for_idle(self) -> None:
         """Return once no run is active."""
