@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from steerline import (
@@ -14,14 +15,16 @@ from steerline import (
     AgentEvent,
     AssistantMessage,
     ScriptedModel,
+    ScriptedReply,
     TextContent,
     ToolCall,
     ToolResultMessage,
     UserMessage,
+    tool,
 )
 from steerline.tools import echo
 
-from .helpers import Recorder
+from .helpers import Gates, Recorder, Runner
 
 pytestmark = pytest.mark.anyio
 
@@ -237,3 +240,106 @@ async def test_continue_answers_pending_tool_results_before_the_queued_follow_up
     assert model.requests[0].messages[-1].role == "tool_result"
     assert model.requests[1].messages[-1].text == "follow-up"  # type: ignore[union-attr]
     assert [m.role for m in agent.messages[3:]] == ["assistant", "user", "assistant"]
+
+
+# -- 18: sequential tool results follow their own tool ------------------------------
+
+
+def _tool_trace(rec: Recorder) -> list[tuple[str, str]]:
+    trace: list[tuple[str, str]] = []
+    for event in rec.events:
+        if event.type in ("tool_execution_start", "tool_execution_end"):
+            trace.append((event.type, event.tool_name))
+        elif event.type in ("message_start", "message_end") and isinstance(
+            event.message, ToolResultMessage
+        ):
+            trace.append((event.type, event.message.tool_name))
+    return trace
+
+
+async def test_sequential_tool_result_message_follows_its_own_tool_execution_end() -> None:
+    @tool(name="one")
+    def one() -> str:
+        return "1"
+
+    @tool(name="two")
+    def two() -> str:
+        return "2"
+
+    model = ScriptedModel([ScriptedReply(tool_calls=[("one", {}), ("two", {})]), "done"])
+    agent = Agent(model=model, tools=[one, two], tool_execution="sequential")
+    rec = Recorder(agent)
+
+    await agent.prompt("go")
+
+    assert _tool_trace(rec) == [
+        ("tool_execution_start", "one"),
+        ("tool_execution_end", "one"),
+        ("message_start", "one"),
+        ("message_end", "one"),
+        ("tool_execution_start", "two"),
+        ("tool_execution_end", "two"),
+        ("message_start", "two"),
+        ("message_end", "two"),
+    ]
+    (turn_end, _) = rec.of_type("turn_end")
+    assert [r.tool_name for r in turn_end.tool_results] == ["one", "two"]
+    assert [m.role for m in agent.messages] == [
+        "user",
+        "assistant",
+        "tool_result",
+        "tool_result",
+        "assistant",
+    ]
+
+
+async def test_sequential_results_of_a_cancelled_and_a_skipped_call_follow_their_ends() -> None:
+    gates = Gates()
+    model = ScriptedModel([ScriptedReply(tool_calls=[("a", {}), ("b", {})])])
+    agent = Agent(
+        model=model, tools=[gates.tool("a"), gates.tool("b")], tool_execution="sequential"
+    )
+    rec = Recorder(agent)
+    async with anyio.create_task_group() as group:
+        runner = Runner(agent, group)
+        runner.prompt("work")
+        await gates.wait_started("a")
+        agent.abort()
+        await runner.wait()
+
+    assert _tool_trace(rec) == [
+        ("tool_execution_start", "a"),
+        ("tool_execution_end", "a"),
+        ("message_start", "a"),
+        ("message_end", "a"),
+        ("tool_execution_start", "b"),
+        ("tool_execution_end", "b"),
+        ("message_start", "b"),
+        ("message_end", "b"),
+    ]
+
+
+async def test_parallel_tool_results_are_still_appended_in_call_order_after_the_batch() -> None:
+    gates = Gates()
+    model = ScriptedModel([ScriptedReply(tool_calls=[("a", {}), ("b", {})]), "done"])
+    agent = Agent(model=model, tools=[gates.tool("a"), gates.tool("b")])
+    rec = Recorder(agent)
+    async with anyio.create_task_group() as group:
+        runner = Runner(agent, group)
+        runner.prompt("work")
+        await gates.wait_started("a", "b")
+        gates.release("b")
+        await rec.wait_type("tool_execution_end", tool_name="b")
+        gates.release("a")
+        await runner.wait()
+
+    assert _tool_trace(rec) == [
+        ("tool_execution_start", "a"),
+        ("tool_execution_start", "b"),
+        ("tool_execution_end", "b"),
+        ("tool_execution_end", "a"),
+        ("message_start", "a"),
+        ("message_end", "a"),
+        ("message_start", "b"),
+        ("message_end", "b"),
+    ]

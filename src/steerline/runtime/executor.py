@@ -5,6 +5,11 @@ skipped (a steer under ``after_tool`` / ``immediate``, or an abort), so a
 steer also skips calls waiting behind the parallelism cap. Every call gets
 exactly one result: real, error, cancelled or skipped, with its
 ``tool_execution_start`` and ``tool_execution_end`` always emitted.
+
+Result messages go to ``on_result`` (the run adds them to the context): in
+``sequential`` mode each right after its own ``tool_execution_end``, before
+the next call starts; in ``parallel`` mode all of them once the batch is
+done, in call order (SPEC §2.3).
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class ToolBatch:
     mode: ToolExecution = "parallel"
     max_parallel: int = 8
     cancel_grace: float = 0.0
+    on_result: Callable[[ToolResultMessage], None] = lambda result: None
+    """Receives every result message once (see the module docstring for when)."""
     _running: dict[str, _Running] = field(default_factory=dict)
     _cancel_reason: str | None = None
 
@@ -72,15 +79,18 @@ class ToolBatch:
                 if reason is not None:
                     for _ in range(cap if exclusive else 1):
                         slots.release()
-                    results[call.id] = self._skip(call, reason)
+                    self._record(call, self._skip(call, reason), results)
                     continue
                 self._emit_start(call)
                 group.start_soon(self._run_and_release, call, tool, results, slots, exclusive, cap)
-        return [results[call.id] for call in calls]
+        return self._collect(calls, results)
 
     def skip_all(self, calls: Sequence[ToolCall], reason: str) -> list[ToolResultMessage]:
         """Account for calls that will never run (the reply was cut or failed)."""
-        return [self._skip(call, reason) for call in calls]
+        results: dict[str, ToolResultMessage] = {}
+        for call in calls:
+            self._record(call, self._skip(call, reason), results)
+        return self._collect(calls, results)
 
     def cancel(self, reason: str) -> None:
         """Signal every running call, and cancel it after the grace period.
@@ -118,10 +128,26 @@ class ToolBatch:
         cap: int,
     ) -> None:
         try:
-            results[call.id] = await self._run(call, tool)
+            self._record(call, await self._run(call, tool), results)
         finally:
             for _ in range(cap if exclusive else 1):
                 slots.release()
+
+    def _record(
+        self, call: ToolCall, result: ToolResultMessage, results: dict[str, ToolResultMessage]
+    ) -> None:
+        results[call.id] = result
+        if self.mode == "sequential":
+            self.on_result(result)
+
+    def _collect(
+        self, calls: Sequence[ToolCall], results: dict[str, ToolResultMessage]
+    ) -> list[ToolResultMessage]:
+        ordered = [results[call.id] for call in calls]
+        if self.mode != "sequential":
+            for result in ordered:
+                self.on_result(result)
+        return ordered
 
     def _emit_start(self, call: ToolCall) -> None:
         self.emit(

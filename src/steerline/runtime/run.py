@@ -142,8 +142,6 @@ class Run:
                 prompt = []
                 reply = await self._stream_reply()
                 results = await self._tool_results(reply)
-                for result in results:
-                    self._add(result)
                 self.emit(TurnEnd(run_id=self.run_id, message=reply, tool_results=results))
                 if reply.stop_reason == "error":
                     stop, error_message = "error", reply.error_message
@@ -286,6 +284,7 @@ class Run:
             mode=settings.tool_execution,
             max_parallel=settings.max_parallel_tools,
             cancel_grace=settings.tool_cancel_grace,
+            on_result=self._add,
         )
         if reply.stop_reason in ("aborted", "steered", "error"):
             reason = {
