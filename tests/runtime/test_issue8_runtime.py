@@ -24,7 +24,7 @@ from steerline import (
 )
 from steerline.tools import echo
 
-from .helpers import Gates, Recorder, Runner
+from .helpers import Gates, Recorder, Runner, is_text_delta, user_texts
 
 pytestmark = pytest.mark.anyio
 
@@ -343,3 +343,48 @@ async def test_parallel_tool_results_are_still_appended_in_call_order_after_the_
         ("message_start", "b"),
         ("message_end", "b"),
     ]
+
+
+# -- 19: an aborted reply and run carry an error message ----------------------------
+
+
+async def test_abort_while_streaming_sets_error_message_on_reply_result_and_agent_end() -> None:
+    model = ScriptedModel([ScriptedReply(text=LONG_TEXT)], token_delay=0.01)
+    agent = Agent(model=model)
+    rec = Recorder(agent)
+    async with anyio.create_task_group() as group:
+        runner = Runner(agent, group)
+        runner.prompt("talk")
+        await rec.wait(is_text_delta)
+        agent.abort()
+        result = await runner.wait()
+
+    reply = agent.messages[-1]
+    assert isinstance(reply, AssistantMessage)
+    assert (reply.stop_reason, reply.error_message) == ("aborted", ABORTED)
+    assert (result.stop_reason, result.error_message) == ("aborted", ABORTED)
+    (end,) = rec.of_type("agent_end")
+    assert (end.stop_reason, end.error_message) == ("aborted", ABORTED)
+    (message_end,) = [e for e in rec.of_type("message_end") if e.message is reply]
+    assert message_end.message.error_message == ABORTED
+
+
+async def test_abort_while_tools_run_sets_error_message_on_the_run_result() -> None:
+    gates = Gates()
+    model = ScriptedModel([ScriptedReply(text="working", tool_calls=[("a", {})])])
+    agent = Agent(model=model, tools=[gates.tool("a")])
+    rec = Recorder(agent)
+    async with anyio.create_task_group() as group:
+        runner = Runner(agent, group)
+        runner.prompt("work")
+        await gates.wait_started("a")
+        agent.abort()
+        result = await runner.wait()
+
+    # the reply itself finished normally (tool_use): only the run was aborted
+    reply = agent.messages[1]
+    assert isinstance(reply, AssistantMessage)
+    assert (reply.stop_reason, reply.error_message) == ("tool_use", None)
+    assert (result.stop_reason, result.error_message) == ("aborted", ABORTED)
+    assert rec.of_type("agent_end")[0].error_message == ABORTED
+    assert user_texts(agent.messages) == ["work"]

@@ -62,6 +62,8 @@ _DELIVERY: dict[Lane, Literal["steer", "follow_up"]] = {
     "steering": "steer",
     "follow_up": "follow_up",
 }
+ABORTED_MESSAGE = "Request was aborted"
+"""The ``error_message`` of an aborted reply and of an aborted run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,7 @@ class Run:
                     stop, error_message = "error", reply.error_message
                     break
                 if self.aborted:
-                    stop = "aborted"
+                    stop, error_message = "aborted", ABORTED_MESSAGE
                     break
                 if self._take("steering") or results:
                     continue
@@ -221,7 +223,10 @@ class Run:
             error = await self._attempt(assembler, delay)
             if self._stream_cut or self.aborted:
                 self._stream_cut = False
-                assembler.cut("aborted" if self.aborted else "steered")
+                if self.aborted:
+                    assembler.cut("aborted", ABORTED_MESSAGE)
+                else:
+                    assembler.cut("steered")
             elif error is None:
                 assembler.finish()
             elif error.transient and attempt < settings.retry.max_retries:
