@@ -40,13 +40,17 @@ def steerline_script() -> str:
 class Served:
     """One ``steerline serve`` process (quacks like RunningServer for the helpers)."""
 
-    def __init__(self, db: Path, workdir: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self, db: Path, workdir: Path, port: int | None = None, quiet: bool = False
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"{self.url}/api/v1"
         self.ws = self.url.replace("http://", "ws://") + "/api/v1"
         env = {k: v for k, v in os.environ.items() if not k.startswith("STEERLINE_")}
-        self.log = (workdir / f"serve-{self.port}.log").open("wb")
+        # quiet: output to /dev/null, for tests that limit the process's file sizes
+        output = Path(os.devnull) if quiet else workdir / f"serve-{self.port}.log"
+        self.log = output.open("wb")
         self.process = subprocess.Popen(
             [
                 steerline_script(),

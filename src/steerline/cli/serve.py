@@ -3,6 +3,12 @@
 uvicorn waits for open connections before it runs the lifespan shutdown, and
 a live SSE stream never closes by itself; so on the first SIGTERM/SIGINT we
 end every stream with a resume hint, then let uvicorn drain as usual.
+
+Start-up order matters (SPEC §4): uvicorn would run the lifespan (open the
+store, recover "lost" runs) before it binds the port, so a second server on
+the same port and file would first mark the live server's run as lost. Here
+the port is bound first, then the store's ownership lock is taken, and only
+then does uvicorn start: a second server exits 2 having changed nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from steerline.config import ConfigError, SteerlineConfig, check_agent
+from steerline.core.errors import SteerlineError
 from steerline.server.app import ServerState, create_app
 from steerline.server.settings import ServerSettings, check_bind
 
@@ -36,6 +43,33 @@ class _DrainingServer(uvicorn.Server):
 
 
 logger = logging.getLogger("steerline")
+
+
+class PortInUseError(SteerlineError):
+    code = "port_in_use"
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (an empty host means every interface)."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise PortInUseError(f"cannot resolve host {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(2048)  # listening, not just bound: the next bind now fails
+    except OSError as exc:
+        sock.close()
+        raise PortInUseError(f"cannot listen on {host or '*'}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 async def check_agents(config: SteerlineConfig) -> None:
@@ -63,6 +97,12 @@ def serve(settings: ServerSettings, config: SteerlineConfig | None = None) -> No
         on_shutdown=[config.aclose] if config is not None else [],
     )
     state: ServerState = app.state.steerline
+    sock = bind_socket(settings.host, settings.port)
+    try:
+        state.log.acquire()  # before anything opens the store
+    except BaseException:
+        sock.close()
+        raise
     uvicorn_config = uvicorn.Config(
         app,
         host=settings.host,
@@ -71,4 +111,4 @@ def serve(settings: ServerSettings, config: SteerlineConfig | None = None) -> No
         timeout_graceful_shutdown=int(settings.service.shutdown_grace) + 5,
         ws_max_size=1024 * 1024,
     )
-    _DrainingServer(uvicorn_config, state).run()
+    _DrainingServer(uvicorn_config, state).run(sockets=[sock])

@@ -209,7 +209,6 @@ def create_app(
         if on_disconnect not in ("continue", "cancel"):
             raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
         kind = choose_framing(request.headers.get("accept"))
-        state.conversations.check_writable()  # a stream would end at once with a hint
         release_slot = state.gate.open_stream(tenant_name)
         detach = conv.attach()
 
@@ -289,6 +288,7 @@ def create_app(
         on_disconnect: str = "continue",
     ) -> _StreamingEndpoint:
         """Join or resume: replay the events after ``Last-Event-ID``/``after``, then live."""
+        state.conversations.check_writable()  # the stream would end at once with a hint
         header = _parse_event_id(request.headers.get("last-event-id"), "Last-Event-ID")
         start = header if header is not None else _parse_event_id(after, "after")
         oldest = await state.log.oldest_seq(conv.id)
