@@ -51,6 +51,7 @@ import pydantic
 
 from steerline.core.errors import InvalidValueError, ModelError, SteerlineError
 from steerline.models.base import Model
+from steerline.models.keys import PROVIDER_APIS, api_key_for, endpoint
 from steerline.models.registry import PROVIDERS, build_model
 from steerline.runtime.agent import Agent
 from steerline.runtime.executor import ToolExecution
@@ -71,11 +72,7 @@ BUILTIN_TOOLS: dict[str, Tool] = {
     "calculator": calculator,
     "echo": echo,
 }
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 DEFAULT_TENANT = "default"
-NO_KEY = "not-needed"
-"""Sent to a custom endpoint configured without ``api_key_env`` (local servers
-ignore it; the SDKs want one)."""
 
 
 class ConfigError(SteerlineError):
@@ -157,10 +154,11 @@ class AgentConfig(pydantic.BaseModel):
         return ConfigError(f"agents.{self.name}.{field}: {message}")
 
     def _api_key(self, env: Mapping[str, str]) -> str | None:
-        """The key from ``api_key_env``; else, for the provider's own API (no
-        ``base_url``), from its usual variable. A custom endpoint gets a key
-        only through ``api_key_env``: a hosted key is never sent elsewhere."""
-        if self.provider not in DEFAULT_KEY_ENV:
+        """The key from ``api_key_env`` (an explicit choice, always sent); else
+        the one key rule of :func:`steerline.models.keys.api_key_for`: the
+        provider's usual variable for its own API only, never for a custom
+        endpoint (which gets the ``NO_KEY`` placeholder)."""
+        if self.provider not in PROVIDER_APIS:
             return None
         if self.api_key_env:
             value = env.get(self.api_key_env, "").strip()
@@ -171,12 +169,10 @@ class AgentConfig(pydantic.BaseModel):
                     f"the {self.provider} API key)",
                 )
             return value
-        if self.base_url:
-            return NO_KEY
-        default = DEFAULT_KEY_ENV[self.provider]
-        value = env.get(default, "").strip()
-        if value:
-            return value
+        key = api_key_for(self.provider, api_key=None, base_url=self.base_url, env=env)
+        if key is not None:
+            return key
+        default = PROVIDER_APIS[self.provider].key_env
         raise self._error(
             "api_key_env",
             f"no API key: set {default} or name the variable holding the key with api_key_env",
@@ -192,7 +188,12 @@ class AgentConfig(pydantic.BaseModel):
             raise self._error("model", f"a model name is required for provider {self.provider!r}")
         options: dict[str, Any] = dict(self.options)
         if self.provider != "demo":
-            options.update(model=self.model, api_key=self._api_key(env), base_url=self.base_url)
+            options.update(
+                model=self.model,
+                api_key=self._api_key(env),
+                # the endpoint the key was chosen for, resolved with the same ``env``
+                base_url=endpoint(self.provider, self.base_url, env),
+            )
             for name in ("temperature", "max_tokens", "timeout"):
                 value = getattr(self, name)
                 if value is not None:

@@ -34,6 +34,7 @@ import httpx2
 import openai
 
 from steerline.core.errors import ModelError
+from steerline.models.keys import PROVIDER_APIS, api_key_for, endpoint
 
 TRANSIENT_STATUS = frozenset({408, 409, 429})
 TRANSIENT_ERROR_TYPES = frozenset(
@@ -204,11 +205,27 @@ def stream_cut(provider: str) -> ModelError:
 
 
 def client_settings(
-    key: str, base_url: str | None, timeout: float | None, headers: Mapping[str, str] | None
+    provider: str,
+    api_key: str | None,
+    base_url: str | None,
+    timeout: float | None,
+    headers: Mapping[str, str] | None,
 ) -> dict[str, Any]:
-    """Keyword arguments for an SDK client: retries off (the runtime retries,
-    with one policy for every provider), optional timeout and headers."""
-    settings: dict[str, Any] = {"api_key": key, "base_url": base_url, "max_retries": 0}
+    """Keyword arguments for an SDK client: the endpoint and the key by the
+    one key rule (:mod:`steerline.models.keys`: a key from the environment
+    only for the provider's own API), retries off (the runtime retries, with
+    one policy for every provider), optional timeout and headers.
+
+    Raises ``ModelError`` when the provider's own API would get no key.
+    """
+    url = endpoint(provider, base_url)
+    key = api_key_for(provider, api_key=api_key, base_url=url)
+    if key is None:
+        raise ModelError(
+            f"{provider}: no API key: pass api_key, set {PROVIDER_APIS[provider].key_env}, "
+            "or give the base_url of a local server"
+        )
+    settings: dict[str, Any] = {"api_key": key, "base_url": url, "max_retries": 0}
     if timeout is not None:
         settings["timeout"] = timeout
     if headers:

@@ -21,7 +21,6 @@ messages keep only the text); a thinking block whose signature is unknown
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
@@ -65,7 +64,6 @@ from steerline.models.base import (
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 8192
 """The Messages API requires ``max_tokens``; this is used when none is set."""
-LOCAL_API_KEY = "not-needed"
 MAX_REMEMBERED_SIGNATURES = 1024
 
 STOP_REASONS: dict[str, AssistantStopReason] = {
@@ -257,7 +255,10 @@ class _EventTranslator:
 class AnthropicModel(SDKModelBase):
     """A Claude model through the Messages API.
 
-    ``api_key`` defaults to ``$ANTHROPIC_API_KEY``. ``thinking_budget``
+    ``api_key`` defaults to ``$ANTHROPIC_API_KEY`` for Anthropic's own API
+    only; a custom ``base_url`` without ``api_key`` gets the placeholder
+    ``not-needed``, never a key or token from the environment
+    (:mod:`steerline.models.keys`). ``thinking_budget``
     enables extended thinking with that many tokens (it must stay below
     ``max_tokens``; the API then requires the default temperature).
     ``request_options`` go to every ``messages.create`` call (``top_p``,
@@ -290,16 +291,8 @@ class AnthropicModel(SDKModelBase):
         self._signatures: OrderedDict[str, str] = OrderedDict()
         self._owns_client = client is None
         if client is None:
-            key = (
-                api_key
-                or os.environ.get("ANTHROPIC_API_KEY")
-                or (LOCAL_API_KEY if base_url else None)
-            )
-            if not key:
-                raise ModelError("anthropic: no API key: pass api_key or set ANTHROPIC_API_KEY")
-            client = anthropic.AsyncAnthropic(
-                **client_settings(key, base_url, timeout, default_headers)
-            )
+            settings = client_settings(PROVIDER, api_key, base_url, timeout, default_headers)
+            client = anthropic.AsyncAnthropic(**settings)
         self.client = client
         self._accepted = accepted_keywords(self.client.messages.create)
 

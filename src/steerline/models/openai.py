@@ -21,7 +21,6 @@ The SDK's own retries are off; the runtime retries transient errors.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -60,9 +59,6 @@ from steerline.models.base import (
 )
 
 PROVIDER = "openai"
-LOCAL_API_KEY = "not-needed"
-"""Sent when a ``base_url`` is given without a key: local servers ignore it,
-but the SDK wants one."""
 
 FINISH_REASONS: dict[str, AssistantStopReason] = {
     "stop": "stop",
@@ -263,12 +259,14 @@ class _ChunkTranslator:
 class OpenAIModel(SDKModelBase):
     """A model behind an OpenAI-compatible Chat Completions endpoint.
 
-    ``api_key`` defaults to ``$OPENAI_API_KEY``; with a ``base_url`` and no key
-    (a local vLLM, Ollama, llama.cpp or LM Studio server) a placeholder is
-    sent. ``request_options`` are passed to every ``chat.completions.create``
-    call (``top_p``, ``reasoning_effort``, ``max_completion_tokens``,
-    ``extra_body={...}`` for server-specific fields, ...). Pass ``client``
-    to reuse a configured ``AsyncOpenAI`` (its retries should be off).
+    ``api_key`` defaults to ``$OPENAI_API_KEY`` for OpenAI's own API only; a
+    custom ``base_url`` (a local vLLM, Ollama, llama.cpp or LM Studio server,
+    a gateway) without ``api_key`` gets the placeholder ``not-needed``, never
+    the environment's key (:mod:`steerline.models.keys`). ``request_options``
+    are passed to every ``chat.completions.create`` call (``top_p``,
+    ``reasoning_effort``, ``max_completion_tokens``, ``extra_body={...}`` for
+    server-specific fields, ...). Pass ``client`` to reuse a configured
+    ``AsyncOpenAI`` (its retries should be off).
     """
 
     client: openai.AsyncOpenAI
@@ -296,15 +294,8 @@ class OpenAIModel(SDKModelBase):
         self.request_options = request_options
         self._owns_client = client is None
         if client is None:
-            key = (
-                api_key or os.environ.get("OPENAI_API_KEY") or (LOCAL_API_KEY if base_url else None)
-            )
-            if not key:
-                raise ModelError(
-                    "openai: no API key: pass api_key, set OPENAI_API_KEY, "
-                    "or give the base_url of a local server"
-                )
-            client = openai.AsyncOpenAI(**client_settings(key, base_url, timeout, default_headers))
+            settings = client_settings(PROVIDER, api_key, base_url, timeout, default_headers)
+            client = openai.AsyncOpenAI(**settings)
         self.client = client
         self._accepted = accepted_keywords(self.client.chat.completions.create)
 
