@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 
 from steerline.log.base import LogSettings
@@ -35,22 +36,56 @@ class ServerSettings:
 
 
 class InsecureBindError(ValueError):
-    pass
+    """The server would listen beyond loopback without API keys (or the host
+    cannot be resolved, so that cannot be ruled out)."""
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
+def bind_addresses(host: str, port: int = 0) -> list[str]:
+    """The addresses a server bound to ``host`` listens on.
+
+    Resolved as the server's bind resolves them (asyncio's ``create_server``,
+    which uvicorn uses): ``getaddrinfo(host or None, port, SOCK_STREAM,
+    AI_PASSIVE)``, so ``""`` means every interface (``0.0.0.0`` and ``::``)
+    and a name means every address it resolves to. Raises
+    ``socket.gaierror`` / ``UnicodeError`` when ``host`` cannot be resolved.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def is_loopback_address(address: str) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def check_bind(settings: ServerSettings) -> None:
-    """Refuse to expose an unauthenticated server beyond this machine (SPEC §4)."""
-    if not settings.api_keys and not settings.insecure and not is_loopback(settings.host):
+    """Refuse to expose an unauthenticated server beyond this machine (SPEC §4).
+
+    Without API keys (and without ``insecure``) every address the host
+    resolves to must be loopback; a host that cannot be resolved is refused
+    with a clear message.
+    """
+    if settings.api_keys or settings.insecure:
+        return
+    host = settings.host
+    try:
+        addresses = bind_addresses(host, settings.port)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise InsecureBindError(
-            f"refusing to bind {settings.host!r} without API keys; configure api_keys "
+            f"refusing to bind {host!r} without API keys: the host cannot be resolved "
+            f"({reason}), so it cannot be checked to be a loopback address; fix the host, "
+            "configure api_keys or pass --insecure"
+        ) from None
+    public = [address for address in addresses if not is_loopback_address(address)]
+    if public or not addresses:
+        where = "every interface" if not host else ", ".join(public or ["nothing"])
+        raise InsecureBindError(
+            f"refusing to bind {host!r} ({where}) without API keys; configure api_keys "
             "or pass --insecure"
         )
