@@ -21,7 +21,7 @@ from steerline.log.tail import ConversationTail
 from steerline.runtime.inbox import InboxLimits
 from steerline.server.history import build_history
 from steerline.service.conversation import Conversation, ConversationUnloadedError
-from steerline.service.service import ConversationService, ServiceLimits
+from steerline.service.service import ConversationService, ServiceLimits, TooManyRunsError
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 10.0
@@ -298,3 +298,24 @@ async def test_history_is_served_while_retention_trims_the_log(tmp_path: Path) -
             stop.set()
     finally:
         await log.close()
+
+
+async def test_a_tenant_runs_at_most_its_limit_of_conversations_at_once() -> None:
+    limits = ServiceLimits(max_running_per_tenant=1)
+    async with ConversationService(MemoryEventLog(), limits=limits) as service:
+        busy = await service.create("t")
+        other = await service.create("t")
+        elsewhere = await service.create("u")
+        await busy.submit("/delay 50\none two three four")
+        with pytest.raises(TooManyRunsError):
+            await other.submit("refused", message_id="r1")
+        assert not other.busy and not other.agent.inbox.is_duplicate("r1")
+        started = await elsewhere.submit("another tenant is not affected")
+        assert started.run_id
+        queued = await busy.submit("a follow-up needs no new run", mode="follow_up")
+        assert queued.queued
+        busy.agent.abort()
+        await wait_idle(busy)
+        assert (await other.submit("now it may")).run_id
+        await wait_idle(other)
+        await wait_idle(elsewhere)

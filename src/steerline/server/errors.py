@@ -20,7 +20,7 @@ from steerline.log.base import (
 )
 from steerline.service.agents import UnknownAgentError
 from steerline.service.conversation import ConversationBusyError, ConversationUnloadedError
-from steerline.service.service import ConversationNotFoundError
+from steerline.service.service import ConversationNotFoundError, TooManyRunsError
 
 
 class HTTPError(SteerlineError):
@@ -50,12 +50,13 @@ _STATUS: list[tuple[type[SteerlineError], int]] = [
     (QueueFullError, 409),
     (InboxError, 400),
     (InvalidValueError, 400),
+    (TooManyRunsError, 429),
     (StorageUnavailableError, 503),
     (StoreLockedError, 503),
     (ConversationUnloadedError, 503),
 ]
 
-_RETRY_AFTER = {503: "1"}
+_RETRY_AFTER = {503: "1", 429: "1"}
 """A 503 says when to try again: the condition is temporary by design."""
 
 

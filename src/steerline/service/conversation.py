@@ -128,8 +128,11 @@ class Conversation:
         log: EventLog,
         spawn: Spawner,
         owner: str,
+        admit: Callable[[str], None] = lambda _tenant: None,
     ) -> None:
         self.record = record
+        self._admit = admit
+        """Raises if the tenant may not start one more run now."""
         self.agent = agent
         self.log = log
         self._spawn = spawn
@@ -322,6 +325,7 @@ class Conversation:
                 self._next = _Start(new_id("run"), content, message_id)
             start = self._next
         else:
+            self._admit(self.record.tenant)
             start = _Start(new_id("run"), content, message_id)
             self.busy = True
             self.idle = anyio.Event()

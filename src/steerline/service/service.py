@@ -41,6 +41,12 @@ class ConversationNotFoundError(SteerlineError):
     code = "conversation_not_found"
 
 
+class TooManyRunsError(SteerlineError):
+    """The tenant already runs ``max_running_per_tenant`` conversations (HTTP 429)."""
+
+    code = "too_many_runs"
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceLimits:
     auto_continue: bool = True
@@ -53,6 +59,9 @@ class ServiceLimits:
     idle ones (no run, no viewer) are unloaded (they reload from storage)."""
     idle_unload_after: float = 600.0
     """Seconds after its last use an idle conversation is unloaded anyway."""
+    max_running_per_tenant: int = 32
+    """Conversations of one tenant running at once; one more start is refused
+    (429 ``too_many_runs``). With the unloading above this bounds a tenant's memory."""
 
 
 def default_owner() -> str:
@@ -178,6 +187,16 @@ class ConversationService:
         self._unload(conversation)
         await self.log.delete_conversation(conversation_id)
 
+    def _admit_run(self, tenant: str) -> None:
+        """Refuse a new run beyond the tenant's limit of running conversations."""
+        limit = self.limits.max_running_per_tenant
+        running = sum(1 for c in self._live.values() if c.busy and c.record.tenant == tenant)
+        if running >= limit:
+            raise TooManyRunsError(
+                f"at most {limit} conversations of one tenant run at once; "
+                "wait for one to finish or queue the message"
+            )
+
     def check_writable(self) -> None:
         """``StorageUnavailableError`` (503) while the store cannot write."""
         if not self.log.available:
@@ -212,7 +231,9 @@ class ConversationService:
         if agent is None:
             agent = self.registry.get(record.agent_name).build()
         agent.inbox.limits = self.limits.inbox
-        conversation = Conversation(record, agent, self.log, self._spawn, self.owner)
+        conversation = Conversation(
+            record, agent, self.log, self._spawn, self.owner, admit=self._admit_run
+        )
         self._live[record.id] = conversation
         self._unload_over_limit()
         return conversation
