@@ -314,6 +314,8 @@ class Conversation:
         if content is not None:
             # refuse here, not inside the run task: the caller gets the error
             check_message_size(content, self.agent.inbox.limits.max_message_bytes)
+        if not self.busy:
+            self._admit(self.record.tenant)  # before anything is remembered or changed
         after = self.last_seq
         if self.busy and self._next is not None and content is not None:
             # a second start while stopping joins that next run as a follow-up
@@ -325,7 +327,6 @@ class Conversation:
                 self._next = _Start(new_id("run"), content, message_id)
             start = self._next
         else:
-            self._admit(self.record.tenant)
             start = _Start(new_id("run"), content, message_id)
             self.busy = True
             self.idle = anyio.Event()
