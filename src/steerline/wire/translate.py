@@ -171,7 +171,9 @@ class RunTranslator:
             self.emit(WireEvent.TASK_STARTED, "agent")
         elif isinstance(event, AgentEnd):
             payload: dict[str, Any] = {"stop_reason": event.stop_reason}
-            if event.error_message:
+            # an aborted run carries "Request was aborted" natively; on the wire
+            # only a failure has an error (a client shows task_cancelled as such)
+            if event.error_message and event.stop_reason == "error":
                 payload["error"] = event.error_message
             self.emit(_END_EVENT[event.stop_reason], "agent", payload=payload)
             self.emit(WireEvent.DONE, "system", payload={"stop_reason": event.stop_reason})
