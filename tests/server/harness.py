@@ -7,10 +7,12 @@ share an event loop: a blocked client cannot hide a blocked server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import anyio
@@ -45,6 +47,9 @@ class RunningServer:
         return self.url.replace("http://", "ws://") + "/api/v1"
 
     loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"RunningServer({self.url})"
 
     def stop(self) -> None:
         if self.loop is not None and not self.loop.is_closed():
@@ -100,3 +105,50 @@ async def wait_healthy(url: str, alive: Callable[[], bool], within: float = 30) 
                 except httpx2.TransportError:
                     pass
                 await anyio.sleep(0.05)  # polling a starting process, not synchronising
+
+
+class _Records(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord], prefixes: tuple[str, ...]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+        self.prefixes = prefixes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(self.prefixes):
+            self.records.append(record)
+
+
+@contextmanager
+def server_log(
+    prefixes: tuple[str, ...] = ("uvicorn", "steerline", "asyncio"),
+) -> Iterator[list[logging.LogRecord]]:
+    """The log records of the server (uvicorn, steerline, asyncio) while the block runs.
+
+    uvicorn's loggers do not propagate to the root logger, so the handler goes
+    on each of them. Enter it after the server started: uvicorn's logging set-up
+    replaces the handlers of its loggers.
+    """
+    records: list[logging.LogRecord] = []
+    handler = _Records(records, prefixes)
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.access", "")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+def problems(records: list[logging.LogRecord], level: int = logging.WARNING) -> list[str]:
+    """The records at ``level`` or above, formatted for an assertion message."""
+    return [
+        f"{r.name} {r.levelname} {r.getMessage()[:200]}"
+        + (
+            f" [{type(r.exc_info[1]).__name__}: {r.exc_info[1]}]"
+            if r.exc_info and r.exc_info[1]
+            else ""
+        )
+        for r in records
+        if r.levelno >= level
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,14 +228,102 @@ async def test_unknown_conversation_id_on_agents_stream_creates_it(server: Runni
         assert (await http.get(f"{server.api}/conversations/my-own-id")).status_code == 200
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "", "0x10", "1e3"])
-async def test_bad_event_ids(server: RunningServer, value: str) -> None:
+@pytest.fixture
+def on_sqlite(make_server: Callable[..., RunningServer], tmp_path: Path) -> RunningServer:
+    """sqlite is the default store; its integers stop at 2^63 - 1."""
+    return make_server(ServerSettings(store=f"sqlite:///{tmp_path / 'bad.db'}"))
+
+
+BAD_EVENT_IDS = [
+    "abc",
+    "-1",
+    "1.5",
+    "",
+    "0x10",
+    "1e3",
+    "²",  # str.isdigit() is True for these, int() refuses them
+    "³",
+    "١٢",
+    "9" * 5000,  # over int()'s 4300 digits
+    str(2**63),  # over sqlite's integers
+    str(2**64),
+]
+
+
+@pytest.mark.parametrize(
+    "value", BAD_EVENT_IDS, ids=[v if len(v) < 20 else f"{len(v)} digits" for v in BAD_EVENT_IDS]
+)
+async def test_bad_event_ids(on_sqlite: RunningServer, value: str) -> None:
+    server = on_sqlite
     async with client() as http:
         cid = await new_conversation(http, server)
         url = f"{server.api}/conversations/{cid}/stream"
         if value:  # an empty header is no header
-            error_of(await http.get(url, headers={"Last-Event-ID": value}), 400, "invalid_event_id")
+            # header bytes are latin-1 on the wire: "²" is the one byte 0xb2
+            header = value.encode("latin-1", "ignore") or b"x"
+            error_of(
+                await http.get(url, headers={"Last-Event-ID": header}), 400, "invalid_event_id"
+            )
         error_of(await http.get(url, params={"after": value}), 400, "invalid_event_id")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("offset", str(2**63)),
+        ("offset", "9" * 5000),
+        ("offset", "²"),
+        ("limit", str(2**63)),
+        ("limit", "9" * 5000),
+        ("limit", "³"),
+    ],
+)
+async def test_huge_pagination_values(on_sqlite: RunningServer, name: str, value: str) -> None:
+    async with client() as http:
+        await new_conversation(http, on_sqlite)
+        response = await http.get(f"{on_sqlite.api}/conversations", params={name: value})
+        error_of(response, 422, "invalid_request")
+        largest = await http.get(f"{on_sqlite.api}/conversations", params={"offset": 2**63 - 1})
+        assert largest.status_code == 200 and largest.json()["conversations"] == []
+
+
+@pytest.mark.parametrize("priority", [2**31, -(2**31), 2**63, 2**70])
+async def test_huge_priority(on_sqlite: RunningServer, priority: int) -> None:
+    async with client() as http:
+        cid = await new_conversation(http, on_sqlite)
+        error_of(
+            await http.post(
+                f"{on_sqlite.api}/conversations/{cid}/messages",
+                json={"content": "x", "priority": priority},
+            ),
+            422,
+            "invalid_request",
+        )
+        error_of(
+            await http.post(
+                f"{on_sqlite.api}/agents/stream",
+                json={"query": "x", "conversation_id": cid, "priority": priority},
+            ),
+            422,
+            "invalid_request",
+        )
+    async with open_socket(on_sqlite, cid) as socket:
+        reply = await socket.request(
+            {"type": "follow_up", "request_id": "p", "content": "x", "priority": priority}
+        )
+        assert reply["type"] == "error" and reply["error"]["code"] == "invalid_frame", reply
+
+
+async def test_deeply_nested_body(server: RunningServer) -> None:
+    """json.loads raises RecursionError (not ValueError) on deep nesting."""
+    async with client() as http:
+        deep = b"[" * 100_000 + b"]" * 100_000
+        for path in ("/agents/stream", "/conversations/x/messages", "/conversations/x"):
+            response = await http.post(
+                f"{server.api}{path}", content=deep, headers={"Content-Type": "application/json"}
+            )
+            assert 400 <= response.status_code < 500, (path, response.status_code)
+            error_of(response, response.status_code)
 
 
 async def test_id_older_than_retention(make_server: Callable[..., RunningServer]) -> None:

@@ -44,6 +44,12 @@ logger = logging.getLogger("steerline.server")
 
 _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+MAX_INT = 2**63 - 1
+"""Largest integer a client may send (event ids, offsets): storage integers are 64-bit."""
+MAX_PRIORITY = 2**31 - 1
+"""Message priorities are within ±MAX_PRIORITY."""
+_EVENT_ID = re.compile(r"[0-9]{1,19}", re.ASCII)
+
 
 @dataclass(eq=False)
 class ServerState:
@@ -80,7 +86,7 @@ class AgentStreamRequest(BaseModel):
     conversation_id: str | None = None
     mode: str = "auto"
     message_id: str | None = Field(default=None, min_length=1, max_length=200)
-    priority: int = 0
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
 
 
 class MessageRequest(BaseModel):
@@ -89,7 +95,7 @@ class MessageRequest(BaseModel):
     """``interrupt`` (an extension): steer with the ``immediate`` policy for this
     message only, as on ``/agents/stream``."""
     id: str | None = Field(default=None, min_length=1, max_length=200)
-    priority: int = 0
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
 
 
 class AbortRequest(BaseModel):
@@ -110,8 +116,9 @@ def _parse_event_id(value: str | None, source: str) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit():
-        raise HTTPError(400, "invalid_event_id", f"{source} must be a non-negative integer")
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+    if not _EVENT_ID.fullmatch(value) or int(value) > MAX_INT:
+        raise HTTPError(400, "invalid_event_id", f"{source} must be an integer from 0 to {MAX_INT}")
     return int(value)
 
 
@@ -373,7 +380,7 @@ def create_app(
     async def list_conversations(
         tenant_name: Tenant,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     ) -> dict[str, Any]:
         """The tenant's conversations, most recently updated first."""
         records = await state.conversations.list_records(tenant_name, limit=limit, offset=offset)
@@ -520,7 +527,12 @@ def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return count(error_response(exc.status_code, code, str(exc.detail)), code)
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            # FastAPI's answer to a body json.loads could not read at all (too deeply
+            # nested: RecursionError) or a failed form body
+            code, message = "invalid_json", "request body could not be parsed (too deeply nested?)"
+        return count(error_response(exc.status_code, code, message), code)
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception) -> Response:

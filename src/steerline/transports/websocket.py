@@ -19,6 +19,7 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from steerline.core.errors import InvalidValueError, SteerlineError
+from steerline.core.text import MAX_ID_LENGTH, check_text
 from steerline.log.base import EventLog, RetentionError, StoredEvent
 from steerline.runtime.inbox import check_lane
 from steerline.service.conversation import Conversation, SubmitMode
@@ -27,6 +28,13 @@ from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamRegi
 logger = logging.getLogger("steerline.ws")
 
 MAX_FRAME_BYTES = 1024 * 1024
+MAX_PRIORITY = 2**31 - 1
+"""Message priorities are within ±MAX_PRIORITY (as on the HTTP API)."""
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; json.loads accepts them by default
+    raise ValueError(f"{name} is not JSON")
 
 
 class _WebSocketSink:
@@ -131,24 +139,32 @@ class WebSocketSession:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            text = message.get("text")
+            text: str | bytes | None = message.get("text")
             if text is None:
-                data = message.get("bytes") or b""
-                text = data.decode("utf-8", "replace")
+                text = message.get("bytes") or b""
             await self._handle(text)
 
-    async def _handle(self, text: str) -> None:
+    async def _handle(self, text: str | bytes) -> None:
         request_id: Any = None
         try:
             if len(text) > MAX_FRAME_BYTES:
                 raise InvalidValueError(f"frame over {MAX_FRAME_BYTES} bytes")
+            if isinstance(text, bytes):
+                try:
+                    text = text.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _FrameError("invalid_json", "frame is not UTF-8 text") from None
+                if len(text.encode()) > MAX_FRAME_BYTES:
+                    raise InvalidValueError(f"frame over {MAX_FRAME_BYTES} bytes")
             try:
-                frame = json.loads(text)
-            except ValueError:
+                frame = json.loads(text, parse_constant=_no_constant)
+            except (ValueError, RecursionError):
+                # RecursionError: nested deeper than the parser's stack allows
                 raise _FrameError("invalid_json", "frame is not valid JSON") from None
             if not isinstance(frame, dict):
                 raise _FrameError("invalid_frame", "frame must be a JSON object")
-            request_id = frame.get("request_id")
+            request_id = _request_id(frame.get("request_id"))
+            _check_unicode(frame)
             self._on_frame()
             kind = frame.get("type")
             handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
@@ -157,13 +173,16 @@ class WebSocketSession:
             result = await handler(self, frame)
             await self.sink.send_json({"type": "ack", "request_id": request_id, **result})
         except (_FrameError, SteerlineError) as exc:
-            await self.sink.send_json(
-                {
-                    "type": "error",
-                    "request_id": request_id,
-                    "error": {"code": exc.code, "message": exc.message},
-                }
-            )
+            await self._error(request_id, exc.code, exc.message)
+        except Exception:
+            # a bug must not end a socket the client is still using
+            logger.exception("WebSocket frame failed")
+            await self._error(request_id, "internal_error", "internal server error")
+
+    async def _error(self, request_id: Any, code: str, message: str) -> None:
+        await self.sink.send_json(
+            {"type": "error", "request_id": request_id, "error": {"code": code, "message": message}}
+        )
 
     async def _submit(self, frame: dict[str, Any], mode: SubmitMode, start: bool) -> dict[str, Any]:
         content = frame.get("content")
@@ -173,8 +192,14 @@ class WebSocketSession:
         if message_id is not None and not isinstance(message_id, str):
             raise _FrameError("invalid_frame", "'id' must be a string")
         priority = frame.get("priority", 0)
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise _FrameError("invalid_frame", "'priority' must be an integer")
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        ):
+            raise _FrameError(
+                "invalid_frame", f"'priority' must be an integer within ±{MAX_PRIORITY}"
+            )
         acceptance = await self.conversation.submit(
             content, mode=mode, message_id=message_id, priority=priority, start_if_idle=start
         )
@@ -226,6 +251,30 @@ class WebSocketSession:
             raise _FrameError("invalid_event_id", f"no event {after} in this conversation")
         self._start_tail(after)
         return {"after": after}
+
+
+def _check_unicode(frame: dict[str, Any]) -> None:
+    """Refuse a frame with a lone surrogate (``"\\ud800"``) in any key or string,
+    as the HTTP API's JSON parser does: such text cannot be stored or sent on."""
+    try:
+        json.dumps(frame, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValueError("frame is not valid Unicode text (lone surrogate)") from None
+
+
+def _request_id(value: Any) -> str | int | None:
+    """A frame's ``request_id``, echoed in the reply: a string, an integer or null."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_ID_LENGTH:
+        try:
+            return check_text(value, "request_id")
+        except InvalidValueError as exc:
+            raise _FrameError("invalid_frame", exc.message) from None
+    raise _FrameError(
+        "invalid_frame",
+        f"'request_id' must be a string of at most {MAX_ID_LENGTH} characters, an integer or null",
+    )
 
 
 class _FrameError(Exception):
