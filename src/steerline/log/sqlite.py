@@ -741,15 +741,20 @@ class SqliteEventLog(EventLog):
         self._signal_change()
         # Commands queued after the writer drained its queue would wait forever:
         # the writer is gone. From here on _check_writable refuses new ones.
+        waiters += self._drain_commands()
+        for waiter in waiters:
+            waiter.resolve(None, error)
+
+    def _drain_commands(self) -> list[_Waiter]:
+        """Empty the queue (the writer is gone); the waiters of its commands."""
+        waiters: list[_Waiter] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return waiters
             if isinstance(item, _Command):
                 waiters.append(item.waiter)
-        for waiter in waiters:
-            waiter.resolve(None, error)
 
     def _on_attempt_failed(self, exc: BaseException, waiters: list[_Waiter]) -> None:
         """A commit attempt failed; the writer retries it. Tell whoever waits."""
@@ -834,15 +839,7 @@ class SqliteEventLog(EventLog):
             else:
                 logger.exception("sqlite event log %r: writer thread crashed", self.path)
             self._failure = exc
-            waiters: list[_Waiter] = _waiters(self._inflight)
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, _Command):
-                    waiters.append(item.waiter)
-            self._post(self._on_failed, waiters)
+            self._post(self._on_failed, _waiters(self._inflight) + self._drain_commands())
         finally:
             conn.close()
 
