@@ -183,3 +183,41 @@ async def test_one_bad_frame_does_not_take_the_service_down(
         health = await http.get(f"{server.url}/healthz")
         assert health.json() == {"status": "ok"}
     assert os.getpid()  # keeps the import honest on platforms without prlimit
+
+
+async def test_every_acknowledged_websocket_follow_up_is_delivered(
+    server: RunningServer,
+) -> None:
+    """Follow-ups racing with the ends of short runs: none may be stranded."""
+    count = 300
+    async with client() as http:
+        async with open_stream(
+            http, "POST", f"{server.api}/agents/stream", json={"query": "start"}
+        ) as stream:
+            await stream.rest()
+        cid = stream.events[0]["data"]["conversation_id"]
+        async with open_socket(server, cid) as socket:
+            for i in range(count):
+                await socket.send(
+                    {"type": "follow_up", "content": f"f{i}", "id": f"f{i}", "request_id": i}
+                )
+            acked = []
+            for i in range(count):
+                reply = await socket.reply(i)
+                assert reply["type"] == "ack", reply
+                acked.append(reply["message_id"])
+        with anyio.fail_after(30):
+            while True:
+                status = (await http.get(f"{server.api}/conversations/{cid}")).json()
+                if status["status"] == "idle":
+                    break
+                async with open_stream(
+                    http,
+                    "GET",
+                    f"{server.api}/conversations/{cid}/stream?after={status['last_seq']}",
+                ) as waiting:
+                    await waiting.rest(within=30)
+        log = await read_log(http, server, cid)
+    delivered = [e["data"]["metadata"]["message_id"] for e in log if e["event"] == "thread_started"]
+    assert sorted(delivered[1:]) == sorted(acked), "every acknowledged follow-up delivered once"
+    assert status["queue"] == {"steering": [], "follow_up": []}
