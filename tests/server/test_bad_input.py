@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
+import h11
 import pytest
 
 from steerline.log.base import LogSettings
@@ -56,6 +58,14 @@ BAD_STREAM_BODIES: list[tuple[str, bytes, int, str]] = [
     ("unknown mode", b'{"query": "hi", "mode": "shout"}', 400, "invalid_value"),
     ("unknown agent", b'{"query": "hi", "agent_name": "nobody"}', 404, "unknown_agent"),
     ("bad conversation id", b'{"query": "hi", "conversation_id": "a/b c"}', 400, "invalid_value"),
+    ("conversation id .", b'{"query": "hi", "conversation_id": "."}', 400, "invalid_value"),
+    ("conversation id ..", b'{"query": "hi", "conversation_id": ".."}', 400, "invalid_value"),
+    (
+        "conversation id newline",
+        b'{"query": "hi", "conversation_id": "a\\n"}',
+        400,
+        "invalid_value",
+    ),
     ("empty message_id", b'{"query": "hi", "message_id": ""}', 422, "invalid_request"),
 ]
 
@@ -448,3 +458,59 @@ async def test_prompt_frame_on_busy_conversation_is_an_error(server: RunningServ
         assert second["type"] == "error"
         assert second["error"]["code"] == "conversation_busy"
         await socket.until("done")
+
+
+async def _raw_request(server: RunningServer, method: str, target: str) -> tuple[int, bytes]:
+    """One request with the target exactly as given: HTTP clients would normalise
+    ``%2E%2E`` away before sending it."""
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = h11.Connection(our_role=h11.CLIENT)
+    async with await anyio.connect_tcp(host, int(port)) as stream:
+        request = h11.Request(method=method, target=target, headers=[("Host", "test")])
+        await stream.send(connection.send(request) + connection.send(h11.EndOfMessage()))
+        status, body = 0, b""
+        with anyio.fail_after(15):
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(await stream.receive())
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    return status, body
+
+
+@pytest.mark.parametrize("dots", ["%2E", "%2E%2E", "%2e%2e"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", ""),
+        ("PATCH", ""),
+        ("DELETE", ""),
+        ("GET", "/stream"),
+        ("POST", "/messages"),
+        ("POST", "/abort"),
+        ("GET", "/queue"),
+        ("DELETE", "/queue"),
+        ("GET", "/history"),
+    ],
+)
+async def test_dot_conversation_ids_are_refused_in_paths(
+    server: RunningServer, dots: str, method: str, path: str
+) -> None:
+    status, body = await _raw_request(server, method, f"/api/v1/conversations/{dots}{path}")
+    assert status == 400, (status, body)
+    assert json.loads(body)["error"]["code"] == "invalid_value"
+
+
+@pytest.mark.parametrize("dots", ["%2E", "%2E%2E"])
+async def test_dot_conversation_ids_are_refused_on_websocket(
+    server: RunningServer, dots: str
+) -> None:
+    async with open_socket(server, dots) as socket:
+        frame = await socket.next_frame()
+        assert frame["type"] == "error" and frame["error"]["code"] == "invalid_value", frame
+        await socket.ws.wait_closed()
+        assert socket.ws.close_code == 4400

@@ -138,9 +138,22 @@ def _tenant(request: Request) -> str:
 Tenant = Annotated[str, Depends(_tenant)]
 
 
+def _check_conversation_id(conversation_id: str) -> str:
+    """Refuse ``.`` and ``..``: clients normalise such path segments away
+    (``/conversations/../stream`` becomes ``/stream``), so no URL could reach them."""
+    if conversation_id in (".", ".."):
+        raise HTTPError(
+            400,
+            "invalid_value",
+            f"conversation id {conversation_id!r} is a dot segment, which URLs cannot carry",
+        )
+    return conversation_id
+
+
 async def _conversation(
     conversation_id: str, request: Request, tenant_name: Tenant
 ) -> Conversation:
+    _check_conversation_id(conversation_id)
     return await _state(request).conversations.get(tenant_name, conversation_id)
 
 
@@ -253,8 +266,11 @@ def create_app(
     ) -> Response | _StreamingEndpoint:
         """Send a message and stream the conversation until the run handling it is done."""
         mode = check_submit_mode(body.mode)
-        if body.conversation_id is not None and not _CONVERSATION_ID.match(body.conversation_id):
-            raise HTTPError(400, "invalid_value", "conversation_id has invalid characters")
+        if body.conversation_id is not None:
+            # fullmatch: "$" of match() also matches before a final newline
+            if not _CONVERSATION_ID.fullmatch(body.conversation_id):
+                raise HTTPError(400, "invalid_value", "conversation_id has invalid characters")
+            _check_conversation_id(body.conversation_id)
         service = state.conversations
         release = state.gate.open_stream(tenant_name)
         release()  # only checks that a slot is free before the message is accepted
@@ -403,6 +419,7 @@ def create_app(
     @app.delete(f"{api}/conversations/{{conversation_id}}", status_code=204)
     async def delete_conversation(conversation_id: str, tenant_name: Tenant) -> Response:
         """Delete a conversation; its id is never reused."""
+        _check_conversation_id(conversation_id)
         await state.conversations.delete(tenant_name, conversation_id)
         return Response(status_code=204)
 
@@ -426,6 +443,7 @@ def create_app(
         try:
             tenant_name = state.gate.authenticate(websocket.headers, websocket.query_params)
             state.gate.check_rate(tenant_name)
+            _check_conversation_id(conversation_id)
             conv = await state.conversations.get(tenant_name, conversation_id)
             release = state.gate.open_stream(tenant_name)
         except SteerlineError as exc:
@@ -437,7 +455,8 @@ def create_app(
                     "error": {"code": exc.code, "message": exc.message},
                 }
             )
-            await websocket.close(code=4404 if exc.code == "conversation_not_found" else 4403)
+            code = {"conversation_not_found": 4404, "invalid_value": 4400}.get(exc.code, 4403)
+            await websocket.close(code=code)
             return
         await websocket.accept()
         detach = conv.attach()
