@@ -15,10 +15,17 @@ each restart, for every conversation touched:
   ``system_failed`` (``run_lost``) + ``task_failed`` + ``done{error}``;
   runs never overlap; after recovery every conversation is idle;
 * re-sending an acknowledged id answers ``duplicate: true``; re-sending one
-  whose answer the kill swallowed is a duplicate exactly when it was kept.
+  whose answer the kill swallowed is a duplicate exactly when it was kept;
+* a conversation exists with its ``conversation_started`` first, or not at all.
 
-The kill point is the only thing chosen by time (a seeded random delay).
-Reproduce a failure with ``KILL_DURABILITY_SEED=<seed>``.
+At the end a new prompt on each conversation with a kept queue takes its kept
+steers (follow-ups may stay queued; they still count as queued).
+
+The kill point is the only thing chosen by time (a seeded random delay, then a
+burst of requests and a second short random delay). Each verification reports
+every violation it finds, with the seed; repeat one with
+``KILL_DURABILITY_SEED=<seed>`` (the kill lands at the same moments, the
+server's timing still varies).
 """
 
 from __future__ import annotations
@@ -395,7 +402,7 @@ async def read_log(
 
 
 def outline(events: list[tuple[Envelope, str]]) -> str:
-    """A log in brief: seq, event name and run (and the message id of a thread)."""
+    """A log in brief: seq, event name and run (and the message ids of queue events)."""
     parts = []
     for envelope, _ in events[-40:]:
         data, name = envelope["data"], envelope["event"]
@@ -412,30 +419,55 @@ def outline(events: list[tuple[Envelope, str]]) -> str:
     return ("... " if len(events) > 40 else "") + " ".join(parts)
 
 
-def check_log(world: World, cid: str, events: list[tuple[Envelope, str]]) -> int:
+class Checks:
+    """Invariant violations of one verification, all reported together."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.failures: list[str] = []
+
+    def __call__(self, ok: bool, invariant: str, evidence: str) -> bool:
+        if not ok:
+            self.failures.append(f"- {invariant}: {evidence}")
+        return ok
+
+    def raise_any(self) -> None:
+        count = len(self.failures)
+        shown = "\n".join(self.failures[:20]) + ("\n..." if count > 20 else "")
+        assert not count, self.world.tag(f"{count} invariant violation(s):\n{shown}")
+
+
+def check_log(world: World, check: Checks, cid: str, events: list[tuple[Envelope, str]]) -> int:
     """Seqs, seen events, runs. Returns how many runs recovery ended since the last check."""
-    tag = world.tag
     seqs = [e["seq"] for e, _ in events]
-    assert seqs == list(range(1, len(seqs) + 1)), tag(f"{cid}: seqs not 1..N: {seqs}")
+    check(seqs == list(range(1, len(seqs) + 1)), "seqs 1..N gapless", f"{cid}: {seqs}")
     raw_at = {e["seq"]: raw for e, raw in events}
     for seq, (raw, who) in sorted(world.seen.get(cid, {}).items()):
-        assert raw_at.get(seq) == raw, tag(
-            f"{cid} seq {seq} seen by {who} before the kill: {raw}\n"
-            f"after the restart: {raw_at.get(seq)} (log has {len(events)} events)"
+        check(
+            raw_at.get(seq) == raw,
+            "a crash never takes back an event a client saw",
+            f"{cid} seq {seq} seen by {who}: {raw}; after the restart: {raw_at.get(seq)}",
         )
-    # a conversation exists with its first event or not at all
     sent = [
         f"{s.message_id} ({s.how or 'unanswered'})" for s in world.sent.values() if s.cid == cid
     ]
-    assert events, tag(f"{cid} exists with an empty log; sent to it: {sent}")
-    first = events[0][1]
-    assert events[0][0]["event"] == "conversation_started", tag(
-        f"{cid}: the log starts with {first}; sent to it: {sent}"
+    if not check(
+        bool(events),
+        "a conversation exists with its conversation_started or not at all",
+        f"{cid} exists with an empty log; sent to it: {sent}",
+    ):
+        return 0
+    check(
+        events[0][0]["event"] == "conversation_started",
+        "conversation_started is a conversation's first event",
+        f"{cid} starts with {events[0][1]}; sent to it: {sent}",
     )
 
     def at(i: int) -> str:
         return f"{cid} seq {i + 1}: {events[i][1]}"
 
+    runs = "every run ends exactly once, runs never overlap"
+    recovery = "a run cut by the kill ends with system_failed(run_lost) + task_failed + done"
     open_run: str | None = None
     started: set[str] = set()
     ended: dict[str, int] = {}
@@ -444,40 +476,47 @@ def check_log(world: World, cid: str, events: list[tuple[Envelope, str]]) -> int
         name, task = envelope["event"], envelope["data"].get("task_id")
         payload = envelope["data"].get("payload") or {}
         if name == "task_started":
-            assert open_run is None, tag(f"run {task} starts while {open_run} runs: {at(i)}")
-            assert task not in started and task not in ended, tag(f"run started twice: {at(i)}")
+            check(open_run is None, runs, f"{task} starts while {open_run} runs: {at(i)}")
+            check(task not in started and task not in ended, runs, f"started again: {at(i)}")
             started.add(task)
             open_run = task
         elif name == "done":
-            assert task not in ended, tag(f"run {task} ended twice: {at(ended[task])}, {at(i)}")
+            if not check(
+                task not in ended, runs, f"ended twice: {at(ended.get(task, i))}; {at(i)}"
+            ):
+                continue
             ended[task] = i
             if open_run == task:
                 open_run = None
             else:
                 # a run recorded as active whose first events never committed
-                assert open_run is None and task not in started, tag(
-                    f"done of {task} while {open_run} runs: {at(i)}"
+                check(
+                    open_run is None and task not in started,
+                    runs,
+                    f"done of {task} while {open_run} runs: {at(i)}",
                 )
             stop = payload.get("stop_reason")
             if stop == "error":
                 before = [e for e, _ in events[max(0, i - 2) : i]]
-                assert [e["event"] for e in before] == ["system_failed", "task_failed"], tag(
-                    f"a failed run not ended by recovery: {at(i)}"
+                check(
+                    [e["event"] for e in before] == ["system_failed", "task_failed"]
+                    and all(e["data"].get("task_id") == task for e in before)
+                    and (before[0]["data"].get("payload") or {}).get("code") == "run_lost",
+                    recovery,
+                    f"a failed run not ended by recovery: {at(i)}",
                 )
-                assert all(e["data"].get("task_id") == task for e in before), tag(at(i))
-                assert before[0]["data"]["payload"]["code"] == "run_lost", tag(at(i - 2))
             else:
-                assert stop == "completed", tag(f"unexpected stop reason: {at(i)}")
+                check(stop == "completed", runs, f"unexpected stop reason: {at(i)}")
         elif name == "system_failed":
-            assert payload.get("code") == "run_lost", tag(f"unexpected failure: {at(i)}")
-            assert task not in lost, tag(f"run {task} recovered twice: {at(lost[task])}, {at(i)}")
+            check(payload.get("code") == "run_lost", recovery, f"unexpected failure: {at(i)}")
+            check(task not in lost, recovery, f"recovered twice: {at(lost.get(task, i))}; {at(i)}")
             lost[task] = i
             following = [e["event"] for e, _ in events[i + 1 : i + 3]]
-            assert following == ["task_failed", "done"], tag(f"recovery ending: {at(i)}")
-    assert open_run is None, tag(f"{cid}: run {open_run} never ended after the restart")
+            check(following == ["task_failed", "done"], recovery, f"ending {following}: {at(i)}")
+    check(open_run is None, runs, f"{cid}: run {open_run} never ended after the restart")
     for task, i in lost.items():
         later = [j for j, (e, _) in enumerate(events) if j > i and e["data"].get("task_id") == task]
-        assert later == [i + 1, i + 2], tag(f"events of lost run {task} after its end: {later}")
+        check(later == [i + 1, i + 2], recovery, f"{cid}: events of {task} after its end: {later}")
     previous = world.verified_len.get(cid, 0)
     world.verified_len[cid] = len(events)
     return sum(1 for i in lost.values() if i >= previous)
@@ -487,7 +526,7 @@ async def verify(
     world: World, http: httpx2.AsyncClient, server: Served, *, retry: bool, final: bool = False
 ) -> None:
     """Every invariant of the module docstring, on the restarted (or drained) server."""
-    tag = world.tag
+    check = Checks(world)
     places: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
     recovered = 0
@@ -497,18 +536,23 @@ async def verify(
     for cid in sorted(world.known | world.maybe):
         response = await http.get(f"{server.api}/conversations/{cid}")
         if response.status_code == 404:
-            assert cid not in world.known, tag(f"{cid} existed before the kill, not after")
-            assert not world.seen.get(cid), tag(f"{cid}: events were seen, it is gone")
+            check(
+                cid not in world.known and not world.seen.get(cid),
+                "a conversation a client saw is never lost",
+                f"{cid} is gone; events seen: {len(world.seen.get(cid, {}))}",
+            )
             continue
-        assert response.status_code == 200, tag(f"{cid}: {response.status_code} {response.text}")
+        assert response.status_code == 200, world.tag(f"{cid}: {response.text}")
         existing.add(cid)
         world.known.add(cid)
         status = response.json()
-        assert status["status"] == "idle" and status["active_run_id"] is None, tag(
-            f"{cid} not idle after recovery: {status}"
+        check(
+            status["status"] == "idle" and status["active_run_id"] is None,
+            "after recovery every conversation is idle",
+            f"{cid}: {status['status']}, run {status['active_run_id']}",
         )
         events = logs[cid] = await read_log(http, server, cid)
-        recovered += check_log(world, cid, events)
+        recovered += check_log(world, check, cid, events)
         for envelope, raw in events:
             world.record(cid, envelope, raw, f"verification of round {world.round}")
             if envelope["event"] == "thread_started":
@@ -517,23 +561,35 @@ async def verify(
                 owner[message_id] = cid
         queues[cid] = {lane: [m["id"] for m in status["queue"][lane]] for lane in LANES}
         for lane in LANES:
-            for queued in status["queue"][lane]:
-                places.setdefault(queued["id"], []).append(f"{cid} queue {lane}")
-                owner[queued["id"]] = cid
+            for message_id in queues[cid][lane]:
+                places.setdefault(message_id, []).append(f"{cid} queue {lane}")
+                owner[message_id] = cid
         if final:
-            assert not status["queue"]["steering"], tag(f"{cid}: steering kept after a prompt")
+            check(
+                not queues[cid]["steering"],
+                "a new prompt takes the kept steering messages",
+                f"{cid}: {queues[cid]}",
+            )
+
+    def context(sent: Sent) -> str:
+        return f"{sent.cid}'s queue {queues.get(sent.cid)}, log: {outline(logs.get(sent.cid, []))}"
+
     # every message id: never twice; if acknowledged, exactly once, where it was sent
+    once = "every acknowledged message id is delivered or queued exactly once"
     for message_id, where in places.items():
         sent = world.sent.get(message_id)
-        assert sent is not None, tag(f"unknown message id {message_id} at {where}")
-        assert len(where) == 1, tag(f"{message_id} ({sent.via}, {sent.how}) twice: {where}")
-        assert owner[message_id] == sent.cid, tag(f"{message_id} sent to {sent.cid}: {where}")
+        if not check(sent is not None, once, f"unknown message id {message_id} at {where}"):
+            continue
+        assert sent is not None
+        check(len(where) == 1, once, f"{sent.via} {message_id} ({sent.how}) twice: {where}")
+        check(owner[message_id] == sent.cid, once, f"{message_id} sent to {sent.cid}: {where}")
     for sent in world.sent.values():
         if sent.acked:
-            assert sent.message_id in places, tag(
-                f"acknowledged {sent.via} {sent.message_id} of round {sent.round} "
-                f"({sent.how}) lost: not in {sent.cid}'s log nor its queue "
-                f"{queues.get(sent.cid)}; its log: {outline(logs.get(sent.cid, []))}"
+            check(
+                sent.message_id in places,
+                once,
+                f"{sent.via} {sent.message_id} of round {sent.round} ({sent.how}) lost; "
+                + context(sent),
             )
     # the dedup window survived: acknowledged ids are duplicates
     for sent in world.sent.values():
@@ -542,10 +598,11 @@ async def verify(
                 f"{server.api}/conversations/{sent.cid}/messages",
                 json={"content": sent.content, "mode": "follow_up", "id": sent.message_id},
             )
-            assert response.status_code == 202, tag(response.text)
-            assert response.json()["duplicate"] is True, tag(
-                f"acknowledged {sent.message_id} ({sent.how}) re-sent after the restart: "
-                f"{response.json()}"
+            assert response.status_code == 202, world.tag(response.text)
+            check(
+                response.json()["duplicate"] is True,
+                "re-sending an acknowledged id answers duplicate",
+                f"{sent.via} {sent.message_id} ({sent.how}): {response.json()}",
             )
     # a client whose answer the kill swallowed sends again: a duplicate exactly when kept
     retried = 0
@@ -561,12 +618,13 @@ async def verify(
             f"{server.api}/conversations/{sent.cid}/messages",
             json={"content": sent.content, "mode": "follow_up", "id": sent.message_id},
         )
-        assert response.status_code == 202, tag(response.text)
+        assert response.status_code == 202, world.tag(response.text)
         duplicate = response.json()["duplicate"]
-        assert duplicate is (sent.message_id in places), tag(
-            f"unanswered {sent.via} {sent.message_id} re-sent: duplicate={duplicate}, "
-            f"found at {places.get(sent.message_id)}; {sent.cid}'s queue {queues[sent.cid]}, "
-            f"log: {outline(logs[sent.cid])}"
+        check(
+            duplicate is (sent.message_id in places),
+            "an unanswered message sent again is a duplicate exactly when it was kept",
+            f"{sent.via} {sent.message_id}: duplicate={duplicate}, found at "
+            f"{places.get(sent.message_id)}; " + context(sent),
         )
         sent.acked, sent.how = True, f"retry after the kill (duplicate={duplicate})"
         retried += 1
@@ -575,6 +633,7 @@ async def verify(
         f"conversations, {recovered} runs ended by recovery, "
         f"{retried} unanswered messages re-sent"
     )
+    check.raise_any()
 
 
 async def wait_all_idle(world: World, http: httpx2.AsyncClient, server: Served) -> None:
@@ -586,7 +645,7 @@ async def wait_all_idle(world: World, http: httpx2.AsyncClient, server: Served) 
                 if status["status"] == "idle":
                     break
                 async with http.stream("GET", f"{server.api}/conversations/{cid}/stream") as r:
-                    await read_sse(r, lambda e, raw, c=cid: world.record(c, e, raw, "wait idle"))
+                    await read_sse(r, partial(world.record, cid, who="wait idle"))
 
 
 async def drain(world: World, http: httpx2.AsyncClient, server: Served) -> None:
