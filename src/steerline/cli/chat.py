@@ -1,77 +1,350 @@
-"""``steerline chat``: a terminal chat with an in-process agent.
+"""``steerline chat``: the terminal chat's view, a prompt_toolkit ``Application``.
 
-Enter steers (or starts a run when the agent is idle), Alt+Enter queues a
-follow-up, Ctrl+C aborts the running turn, Ctrl+D quits. Events are printed
-above the input line (prompt_toolkit's ``patch_stdout``) so typing is never
-interrupted by the agent's output.
+The screen has two parts. Finished lines (a user message, a line of the reply,
+a tool call and its result) are printed *above* the application, into the
+terminal's scrollback, once each: nothing redraws them afterwards, so nothing
+can wipe them. Below them the application draws, and redraws as often as it
+likes: the line being streamed, the pending queue, a status line and the
+input, which stays editable whatever the agent does.
+
+Printing above happens in ``before_render``: the application is erased, the
+new lines are written where it was, and the same render draws it again below
+them (inside a synchronized update, for terminals that know DEC mode 2026).
+The model of what is shown is :class:`~steerline.cli.transcript.Transcript`;
+what drives it is a :class:`~steerline.cli.session.ChatSession`.
+
+Keys (docs/chat.md): Enter sends (steers while running; starts a run when
+idle; on an empty input sends the kept queue), Alt+Enter queues a follow-up,
+Alt+I steers and interrupts at once, Esc aborts (the queue is kept), Ctrl+J
+inserts a newline (and Shift+Enter, from terminals that tell it apart),
+Alt+Up pulls the queue back into the editor, Ctrl+C clears the input, Ctrl+C
+or Ctrl+D on an empty input quits.
 """
 
 from __future__ import annotations
 
-import anyio
-from prompt_toolkit import PromptSession
-from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
-from prompt_toolkit.patch_stdout import patch_stdout
-from rich.console import Console
+from typing import Any
 
-from steerline.cli.render import EventPrinter
-from steerline.core.errors import SteerlineError
+import anyio
+from prompt_toolkit.application import Application
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.input.ansi_escape_sequences import ANSI_SEQUENCES
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.keys import Keys
+from prompt_toolkit.layout import (
+    BufferControl,
+    ConditionalContainer,
+    FormattedTextControl,
+    HSplit,
+    Layout,
+    VSplit,
+    Window,
+    WindowAlign,
+)
+from prompt_toolkit.layout.dimension import Dimension
+from prompt_toolkit.output import Output
+from prompt_toolkit.renderer import print_formatted_text as render_fragments
+from prompt_toolkit.shortcuts import print_formatted_text
+from prompt_toolkit.styles import Style
+
+from steerline.cli.session import ChatSession, LocalSession
+from steerline.cli.transcript import Line, Transcript
 from steerline.runtime.agent import Agent
 
-HELP = "Enter: steer (or start)   Alt+Enter: follow-up   Ctrl+C: abort   Ctrl+D: quit"
+STYLE = Style.from_dict(
+    {
+        "text": "",
+        "reasoning": "italic #8a8a8a",
+        "user": "bold",
+        "who.prompt": "bold ansicyan",
+        "who.steer": "bold ansiyellow",
+        "who.follow_up": "bold ansimagenta",
+        "tool": "ansiyellow",
+        "tool.args": "#8a8a8a",
+        "tool.progress": "#8a8a8a",
+        "tool.ok": "ansigreen",
+        "tool.error": "ansired",
+        "tool.skipped": "#8a8a8a",
+        "tool.result": "",
+        "tool.more": "#8a8a8a italic",
+        "end.ok": "#8a8a8a",
+        "end.bad": "ansired",
+        "notice": "#8a8a8a italic",
+        "notice.error": "ansired",
+        "banner": "bold",
+        "queue.head": "ansiyellow",
+        "queue.hint": "#8a8a8a",
+        "queue.lane": "#8a8a8a",
+        "queue.item": "",
+        "rule": "#585858",
+        "status.idle": "ansigreen",
+        "status.busy": "ansicyan bold",
+        "status.tool": "ansiyellow bold",
+        "status.detail": "#8a8a8a",
+        "hints": "#8a8a8a",
+        "prompt": "bold ansicyan",
+    }
+)
+
+ESCAPE_DELAY = 0.05
+"""Seconds to wait after a lone Esc byte for the rest of a key (Alt+Enter is
+Esc then Enter): short, so that Esc alone aborts at once."""
+REFRESH = 0.1
+"""Seconds between redraws of the status line's elapsed time."""
+SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"
+"""Synchronized update (DEC mode 2026): the erase, the printed lines and the
+redraw reach the screen at once; terminals without it ignore both."""
+
+HELP = (
+    "Enter send/steer · Alt+Enter follow-up · Alt+I interrupt · Esc abort · "
+    "Ctrl+J newline · Ctrl+D quit"
+)
 
 
-class _Lane:
-    """Which lane the line being submitted goes to (Alt+Enter sets follow-up)."""
+def teach_keys() -> None:
+    """Let prompt_toolkit read the modified-Enter sequences some terminals send.
 
-    def __init__(self) -> None:
-        self.follow_up = False
+    With xterm's modifyOtherKeys or the kitty keyboard protocol a terminal
+    tells Shift+Enter and Alt+Enter apart from Enter; prompt_toolkit reads
+    Shift+Enter as plain Enter. Here Shift+Enter becomes Ctrl+J (newline)
+    and Alt+Enter Esc+Enter (follow-up). Most terminals send ``\\r`` for
+    Shift+Enter: then only Ctrl+J inserts a newline.
+    """
+    for shift_enter in ("\x1b[27;2;13~", "\x1b[13;2u"):
+        ANSI_SEQUENCES[shift_enter] = Keys.ControlJ
+    for alt_enter in ("\x1b[27;3;13~", "\x1b[13;3u"):
+        ANSI_SEQUENCES[alt_enter] = (Keys.Escape, Keys.ControlM)
 
-    def bindings(self) -> KeyBindings:
+
+def _join(lines: list[Line]) -> StyleAndTextTuples:
+    fragments: StyleAndTextTuples = []
+    for index, line in enumerate(lines):
+        if index:
+            fragments.append(("", "\n"))
+        fragments.extend(line)
+    return fragments
+
+
+class ChatView:
+    """The prompt_toolkit application: streamed output above an always-editable input."""
+
+    def __init__(
+        self, session: ChatSession, *, input: Input | None = None, output: Output | None = None
+    ) -> None:
+        teach_keys()
+        self.session = session
+        self.transcript: Transcript = session.transcript
+        self.buffer = Buffer(multiline=True, history=InMemoryHistory())
+        self._synced = False
+        self.app: Application[None] = Application(
+            layout=Layout(self._container(), focused_element=self.buffer),
+            key_bindings=self._bindings(),
+            style=STYLE,
+            full_screen=False,
+            erase_when_done=True,
+            mouse_support=False,
+            refresh_interval=REFRESH,
+            input=input,
+            output=output,
+        )
+        self.app.ttimeoutlen = ESCAPE_DELAY
+        self.app.timeoutlen = ESCAPE_DELAY
+        self.app.before_render += self._print_committed
+        self.app.after_render += self._end_sync
+        self.transcript.on_change = self.app.invalidate
+
+    # -- layout ---------------------------------------------------------------
+    def _container(self) -> HSplit:
+        transcript = self.transcript
+
+        def live() -> StyleAndTextTuples:
+            return _join(transcript.live_lines())
+
+        def queue() -> StyleAndTextTuples:
+            return _join(transcript.queue_lines())
+
+        def status() -> StyleAndTextTuples:
+            fragments: StyleAndTextTuples = [("", " ")]
+            fragments.extend(transcript.status_line())
+            return fragments
+
+        def prefix(line: int, wrap: int) -> StyleAndTextTuples:
+            return [("class:prompt", "> " if line == 0 and wrap == 0 else "  ")]
+
+        return HSplit(
+            [
+                ConditionalContainer(
+                    Window(FormattedTextControl(live), wrap_lines=True, dont_extend_height=True),
+                    filter=Condition(lambda: bool(transcript.live_lines())),
+                ),
+                ConditionalContainer(
+                    Window(FormattedTextControl(queue), wrap_lines=False, dont_extend_height=True),
+                    filter=Condition(lambda: bool(transcript.queued)),
+                ),
+                Window(char="─", height=1, style="class:rule"),
+                VSplit(
+                    [
+                        Window(FormattedTextControl(status), height=1),
+                        Window(
+                            FormattedTextControl(self._hints),
+                            height=1,
+                            align=WindowAlign.RIGHT,
+                            style="class:hints",
+                        ),
+                    ]
+                ),
+                Window(
+                    BufferControl(self.buffer),
+                    height=Dimension(min=1, max=10),
+                    dont_extend_height=True,
+                    wrap_lines=True,
+                    get_line_prefix=prefix,
+                ),
+            ]
+        )
+
+    def _hints(self) -> StyleAndTextTuples:
+        if self.session.running:
+            text = "Enter steer · Alt+Enter follow-up · Alt+I interrupt · Esc abort "
+        elif self.transcript.queued:
+            text = "Enter send queue · Alt+↑ edit queue · Ctrl+D quit "
+        else:
+            text = "Enter send · Alt+Enter queue · Ctrl+J newline · Ctrl+D quit "
+        return [("class:hints", text)]
+
+    # -- printing above ---------------------------------------------------------
+    def _print_committed(self, app: Application[Any]) -> None:
+        size = app.output.get_size()
+        # leave room for the queue, the status and a few lines of input
+        self.transcript.spill(size.columns, max(2, size.rows - 12))
+        lines = self.transcript.take_committed()
+        if not lines:
+            return
+        output = app.output
+        output.write_raw(SYNC_BEGIN)
+        self._synced = True
+        app.renderer.erase()
+        fragments = _join(lines)
+        fragments.append(("", "\n"))
+        render_fragments(output, fragments, app.renderer.style, color_depth=app.color_depth)
+
+    def _end_sync(self, app: Application[Any]) -> None:
+        if self._synced:
+            self._synced = False
+            app.output.write_raw(SYNC_END)
+            app.output.flush()
+
+    def print_rest(self) -> None:
+        """After the application has closed: print what was not printed yet."""
+        self.transcript.block_ended()
+        lines = self.transcript.take_committed()
+        if lines:
+            fragments = _join(lines)
+            fragments.append(("", "\n"))
+            print_formatted_text(FormattedText(fragments), style=STYLE, end="")
+
+    # -- keys -----------------------------------------------------------------
+    def _take_input(self) -> str:
+        text = self.buffer.text.strip()
+        if text:
+            self.buffer.reset(append_to_history=True)
+        return text
+
+    def _bindings(self) -> KeyBindings:
         bindings = KeyBindings()
+        session = self.session
+        empty = Condition(lambda: not self.buffer.text)
+
+        @bindings.add("enter")
+        def _send(event: KeyPressEvent) -> None:
+            text = self._take_input()
+            if text:
+                session.send(text)
+            elif not session.running and session.has_queue:
+                session.send_queue()
 
         @bindings.add("escape", "enter")
         def _follow_up(event: KeyPressEvent) -> None:
-            self.follow_up = True
-            event.current_buffer.validate_and_handle()
+            text = self._take_input()
+            if text:
+                session.follow_up(text)
+
+        @bindings.add("escape", "i")
+        @bindings.add("escape", "I")
+        def _interrupt(event: KeyPressEvent) -> None:
+            text = self._take_input()
+            if text:
+                session.interrupt(text)
+
+        @bindings.add("escape")
+        def _abort(event: KeyPressEvent) -> None:
+            if session.running:
+                session.abort()
+
+        @bindings.add("c-j")
+        def _newline(event: KeyPressEvent) -> None:
+            self.buffer.insert_text("\n")
+
+        @bindings.add("escape", "up")
+        def _edit_queue(event: KeyPressEvent) -> None:
+            texts = session.take_queue()
+            if texts:
+                before = self.buffer.text
+                joined = "\n".join(texts)
+                self.buffer.text = f"{before}\n{joined}" if before else joined
+                self.buffer.cursor_position = len(self.buffer.text)
+
+        @bindings.add("c-c")
+        def _clear_or_quit(event: KeyPressEvent) -> None:
+            if self.buffer.text:
+                self.buffer.reset()
+            else:
+                event.app.exit()
+
+        @bindings.add("c-d", filter=empty)
+        def _quit(event: KeyPressEvent) -> None:
+            event.app.exit()
 
         return bindings
 
+    async def run(self) -> None:
+        await self.app.run_async()
 
-async def chat(agent: Agent) -> None:
-    console = Console(highlight=False)
-    agent.subscribe(EventPrinter(console))
-    lane = _Lane()
-    session: PromptSession[str] = PromptSession(key_bindings=lane.bindings())
-    console.print(f"[dim]{HELP}[/]")
+
+def print_banner(session: ChatSession) -> None:
+    print_formatted_text(
+        FormattedText(
+            [
+                ("class:banner", f"steerline chat · {session.title}\n"),
+                ("class:hints", f"{HELP}\n"),
+            ]
+        ),
+        style=STYLE,
+        end="",
+    )
+
+
+async def run_chat(
+    session: ChatSession, *, input: Input | None = None, output: Output | None = None
+) -> None:
+    """Run the chat on ``session`` until the user quits; the session is closed after."""
+    view = ChatView(session, input=input, output=output)
+    print_banner(session)
     async with anyio.create_task_group() as group:
+        await group.start(session.run)
+        try:
+            await view.run()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await session.aclose()
+            group.cancel_scope.cancel()
+    view.print_rest()
 
-        async def run(text: str) -> None:
-            try:
-                await agent.prompt(text)
-            except SteerlineError as exc:
-                console.print(f"[red]{exc.message}[/]")
 
-        with patch_stdout(raw=True):
-            while True:
-                lane.follow_up = False
-                try:
-                    text = (await session.prompt_async("> ")).strip()
-                except KeyboardInterrupt:
-                    agent.abort()
-                    continue
-                except EOFError:
-                    break
-                if not text:
-                    continue
-                try:
-                    if not agent.is_running:
-                        group.start_soon(run, text)
-                    elif lane.follow_up:
-                        agent.follow_up(text)
-                    else:
-                        agent.steer(text)
-                except SteerlineError as exc:
-                    console.print(f"[red]{exc.message}[/]")
-        agent.abort()
-        group.cancel_scope.cancel()
+async def chat(agent: Agent, *, title: str = "") -> None:
+    """Chat with an in-process ``agent`` in this terminal."""
+    await run_chat(LocalSession(agent, title=title))

@@ -172,9 +172,16 @@ def chat(
         str | None, typer.Option(help="Agent name from the config (default: the default agent).")
     ] = None,
 ) -> None:
-    """Chat with an agent in the terminal: Enter steers, Alt+Enter queues a follow-up."""
+    """Chat with an agent in the terminal (keys: docs/chat.md).
+
+    Enter sends (steers while running), Alt+Enter queues a follow-up, Esc
+    aborts and keeps the queue, Ctrl+J inserts a newline, Ctrl+D quits.
+    """
     from steerline.cli.chat import chat as run_chat
 
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        typer.echo("error: steerline chat needs a terminal (scripts: steerline run)", err=True)
+        raise typer.Exit(2)
     loaded = _load_config(config)
 
     async def main() -> None:
@@ -188,7 +195,8 @@ def chat(
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(2) from None
         try:
-            await run_chat(built)
+            model = f"{chosen.provider} {chosen.model}" if chosen.model else chosen.provider
+            await run_chat(built, title=f"agent {chosen.name} ({model}, in-process)")
         finally:
             await loaded.aclose()
 
