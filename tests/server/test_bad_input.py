@@ -25,7 +25,7 @@ from tests.server.clients import (
     open_stream,
     read_log,
 )
-from tests.server.harness import RunningServer
+from tests.server.harness import RunningServer, problems, server_log
 
 pytestmark = pytest.mark.anyio
 
@@ -514,3 +514,20 @@ async def test_dot_conversation_ids_are_refused_on_websocket(
         assert frame["type"] == "error" and frame["error"]["code"] == "invalid_value", frame
         await socket.ws.wait_closed()
         assert socket.ws.close_code == 4400
+
+
+async def test_invalid_utf8_text_frame_closes_1007_without_an_error_log(
+    server: RunningServer,
+) -> None:
+    """RFC 6455 requires failing the connection (1007) on a text frame that is not
+    UTF-8; that is the client's fault: INFO in the server's log, not an ERROR.
+    (Binary frames of any bytes get an ``error`` frame instead, see test_fuzz.)"""
+    async with client() as http:
+        cid = await new_conversation(http, server)
+    with server_log() as records:
+        async with open_socket(server, cid) as socket:
+            await socket.ws.send(b'{"type": "steer", "content": "\xff"}', text=True)
+            await socket.ws.wait_closed()
+            assert socket.ws.close_code == 1007
+    assert problems(records) == []
+    assert any("Invalid UTF-8" in r.getMessage() for r in records)

@@ -3,7 +3,11 @@ and hundreds of dropped connections leak no task and no stream slot (SPEC §3.4)
 
 from __future__ import annotations
 
+import json
+
+import anyio
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.server.clients import (
     Kind,
@@ -18,7 +22,7 @@ from tests.server.clients import (
     text_of,
     wait_idle,
 )
-from tests.server.harness import RunningServer
+from tests.server.harness import RunningServer, problems, server_log
 
 pytestmark = pytest.mark.anyio
 
@@ -180,3 +184,64 @@ async def test_two_hundred_disconnects_leak_nothing(server: RunningServer) -> No
             assert line in metrics, transport
         await http.post(f"{server.api}/conversations/{cid}/abort")
         await wait_idle(http, server, cid)
+
+
+async def test_clients_leaving_log_no_errors(server: RunningServer) -> None:
+    """Clients that leave mid-stream (a close frame, a TCP close without one, a
+    reset) are ordinary: the server logs them at INFO at most, never an ERROR
+    traceback, and releases every stream."""
+    flood = "/delay 1\n" + " ".join(f"w{i}" for i in range(3000))
+    async with client() as http:
+        cid = await new_conversation(http, server)
+        response = await http.post(
+            f"{server.api}/conversations/{cid}/messages", json={"content": flood}
+        )
+        assert response.json()["run_id"]
+
+        async def websocket_leaves(i: int) -> None:
+            # max_queue=None: the client keeps reading what it does not consume, so a
+            # close handshake is not stuck behind a replay it never reads
+            ws = await connect(
+                f"{server.ws}/conversations/{cid}/ws", open_timeout=15, max_queue=None
+            )
+            await ws.send(json.dumps({"type": "resume", "request_id": "r", "after": 0}))
+            if i % 4 == 3:  # leave while a request is being answered
+                await ws.send(json.dumps({"type": "set_modes", "request_id": "m"}))
+            for _ in range(3):
+                await ws.recv()
+            how = i % 4
+            if how == 0:
+                await ws.close()  # a close frame
+            elif how == 1:
+                ws.transport.close()  # TCP FIN, no close frame
+            else:
+                ws.transport.abort()  # TCP RST
+            await ws.wait_closed()
+
+        async def http_leaves(i: int) -> None:
+            kind = "sse" if i % 2 else "ndjson"
+            url = f"{server.api}/conversations/{cid}/stream?follow=true&after=0"
+            async with open_stream(http, "GET", url, kind=kind) as stream:
+                await stream.take(3)
+
+        async def refused_websocket_leaves(i: int) -> None:
+            # refused (unknown conversation) while the client is already gone
+            ws = await connect(f"{server.ws}/conversations/unknown-{i}/ws", open_timeout=15)
+            ws.transport.abort()
+
+        with server_log() as records:
+            with anyio.fail_after(60):
+                for _ in range(5):
+                    async with anyio.create_task_group() as group:
+                        for i in range(24):
+                            group.start_soon(websocket_leaves, i)
+                        for i in range(6):
+                            group.start_soon(http_leaves, i)
+                            group.start_soon(refused_websocket_leaves, i)
+
+            async def released() -> bool:
+                return len(server.state.streams) == 0 and server.state.gate.streams("default") == 0
+
+            await eventually(released, what="every stream released")
+        await http.post(f"{server.api}/conversations/{cid}/abort")
+    assert problems(records) == []

@@ -31,6 +31,7 @@ from steerline.server.body_limit import BodyLimitMiddleware
 from steerline.server.errors import HTTPError, error_response, steerline_error_response
 from steerline.server.history import build_history
 from steerline.server.metrics import Metrics
+from steerline.server.serving import install_log_filter
 from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry
 from steerline.service.conversation import Conversation, check_message_size, check_submit_mode
@@ -38,7 +39,7 @@ from steerline.service.service import ConversationService
 from steerline.transports.framing import choose_framing
 from steerline.transports.http_stream import LogStreamResponse
 from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamRegistry
-from steerline.transports.websocket import WebSocketSession
+from steerline.transports.websocket import WebSocketSession, refuse_websocket
 
 logger = logging.getLogger("steerline.server")
 
@@ -178,6 +179,7 @@ def create_app(
     (closing provider HTTP clients).
     """
     settings = settings or ServerSettings()
+    install_log_filter()  # API keys out of uvicorn's log lines
     state = ServerState(
         settings=settings,
         log=log or open_log(settings.store, settings.log),
@@ -447,16 +449,8 @@ def create_app(
             conv = await state.conversations.get(tenant_name, conversation_id)
             release = state.gate.open_stream(tenant_name)
         except SteerlineError as exc:
-            await websocket.accept()
-            await websocket.send_json(
-                {
-                    "type": "error",
-                    "request_id": None,
-                    "error": {"code": exc.code, "message": exc.message},
-                }
-            )
             code = {"conversation_not_found": 4404, "invalid_value": 4400}.get(exc.code, 4403)
-            await websocket.close(code=code)
+            await refuse_websocket(websocket, exc.code, exc.message, code)
             return
         await websocket.accept()
         detach = conv.attach()

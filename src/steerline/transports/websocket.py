@@ -9,6 +9,7 @@ starts at the live end of the log until the client sends ``resume{after}``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -37,20 +38,48 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_GONE = (WebSocketDisconnect, RuntimeError, OSError)
+"""What a send to a socket the client already left raises: starlette's
+``WebSocketDisconnect`` (uvicorn's ``ClientDisconnected`` is an ``OSError``)
+or a ``RuntimeError`` (starlette's ``WebSocketDisconnected`` once the socket is
+closed, uvicorn's "after sending 'websocket.close'" when the protocol closed it)."""
+
+
 class _WebSocketSink:
+    """Every write to the socket, one at a time; a client that left is one
+    ``WebSocketDisconnect`` for the session, never an error of the server."""
+
     def __init__(self, websocket: WebSocket, on_events: Callable[[int], None]) -> None:
         self.websocket = websocket
         self._lock = anyio.Lock()
         self._on_events = on_events
+        self.closed = False
+
+    async def _send(self, texts: list[str]) -> None:
+        async with self._lock:
+            for text in texts:
+                if self.closed:
+                    raise WebSocketDisconnect(1006)
+                try:
+                    await self.websocket.send_text(text)
+                except _GONE:
+                    self.closed = True
+                    raise WebSocketDisconnect(1006) from None
+
+    async def close(self, code: int) -> None:
+        """Send a close frame unless the socket is already closed."""
+        async with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            with contextlib.suppress(*_GONE):
+                await self.websocket.close(code=code)
 
     async def send_json(self, value: dict[str, Any]) -> None:
-        async with self._lock:
-            await self.websocket.send_text(json.dumps(value))
+        await self._send([json.dumps(value)])
 
     async def events(self, batch: list[StoredEvent]) -> None:
-        async with self._lock:
-            for event in batch:
-                await self.websocket.send_text(event.envelope.decode())
+        await self._send([event.envelope.decode() for event in batch])
         self._on_events(len(batch))
 
     async def ping(self) -> None:
@@ -58,6 +87,17 @@ class _WebSocketSink:
 
     async def hint(self, after: int) -> None:
         await self.send_json({"type": "resume", "after": after})
+
+
+async def refuse_websocket(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
+    """Accept, send one ``error`` frame, close with ``close_code``; a client that
+    already left is no error."""
+    with contextlib.suppress(*_GONE):
+        await websocket.accept()
+        await websocket.send_json(
+            {"type": "error", "request_id": None, "error": {"code": code, "message": message}}
+        )
+        await websocket.close(code=close_code)
 
 
 class WebSocketSession:
@@ -93,8 +133,12 @@ class WebSocketSession:
                 self._start_tail(self.log.committed_seq(self.conversation.id))
                 await self._receive_loop()
                 group.cancel_scope.cancel()
-        except WebSocketDisconnect:
+        except* WebSocketDisconnect:
+            # the client left (the receive loop or the pump saw it first): an
+            # ordinary end, not an error of the server
             pass
+        finally:
+            self.sink.closed = True
 
     # -- output ------------------------------------------------------------------
     def _start_tail(self, after: int) -> None:
@@ -126,7 +170,7 @@ class WebSocketSession:
                     # 1013 "try again later": resume from the hint's id
                     code = 1001 if reason is EndReason.SHUTDOWN else 1013
                     with anyio.move_on_after(1.0):
-                        await self.websocket.close(code=code)
+                        await self.sink.close(code)
                     if self._group is not None:
                         self._group.cancel_scope.cancel()
 
@@ -174,6 +218,8 @@ class WebSocketSession:
             await self.sink.send_json({"type": "ack", "request_id": request_id, **result})
         except (_FrameError, SteerlineError) as exc:
             await self._error(request_id, exc.code, exc.message)
+        except WebSocketDisconnect:
+            raise
         except Exception:
             # a bug must not end a socket the client is still using
             logger.exception("WebSocket frame failed")
