@@ -14,14 +14,17 @@ import pytest
 
 from steerline.core.errors import InvalidValueError
 from steerline.core.events import AgentEnd, AgentEvent
+from steerline.core.messages import as_user_content
 from steerline.log.base import ConversationRecord, EventLog, LogSettings, StoredEvent
 from steerline.log.memory import MemoryEventLog
 from steerline.log.sqlite import SqliteEventLog
 from steerline.log.tail import ConversationTail
-from steerline.runtime.inbox import InboxLimits
+from steerline.runtime.inbox import InboxLimits, QueuedMessage
 from steerline.server.history import build_history
 from steerline.service.conversation import Conversation, ConversationUnloadedError
 from steerline.service.service import ConversationService, ServiceLimits, TooManyRunsError
+from steerline.service.state import QUEUE_ITEMS, encode_queued
+from steerline.wire.envelope import WireEvent
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 10.0
@@ -319,3 +322,40 @@ async def test_a_tenant_runs_at_most_its_limit_of_conversations_at_once() -> Non
         assert (await other.submit("now it may")).run_id
         await wait_idle(other)
         await wait_idle(elsewhere)
+
+
+async def test_recovery_keeps_a_taken_message_unless_its_delivery_reached_the_log(
+    tmp_path: Path,
+) -> None:
+    """A crash between "taken from the queue" and "delivered" loses nothing and
+    delivers nothing twice: the stored item stays until thread_started is logged."""
+    db = str(tmp_path / "r.db")
+    async with ConversationService(SqliteEventLog(db)) as service:
+        conv = await service.create("t")
+        since = conv.last_seq
+        for message_id in ("taken-not-delivered", "taken-and-delivered"):
+            message = QueuedMessage(
+                id=message_id, content=as_user_content(message_id), lane="follow_up"
+            )
+            service.log.put_item(conv.id, QUEUE_ITEMS, message_id, encode_queued(message, since))
+        conv.translator.task_id = "run-lost"
+        conv.translator.emit(
+            WireEvent.THREAD_STARTED,
+            "user",
+            payload={"content": "taken-and-delivered"},
+            metadata={"delivery": "follow_up", "message_id": "taken-and-delivered"},
+        )
+        conv.record.status, conv.record.active_run_id = "running", "run-lost"
+        conv.record.owner = "a process that died"
+        await service.log.update_conversation(conv.record)
+        conv.record.status = "idle"  # this process never ran it: do not end it here
+        cid = conv.id
+    async with ConversationService(SqliteEventLog(db)) as restarted:
+        conv = await restarted.get("t", cid)
+        assert [m.id for m in conv.agent.inbox.messages("follow_up")] == ["taken-not-delivered"]
+        events = await log_of(restarted.log, cid)
+        assert [e["event"] for e in events][-3:] == ["system_failed", "task_failed", "done"]
+        assert delivered_ids(events) == ["taken-and-delivered"]
+    async with ConversationService(SqliteEventLog(db)) as again:  # and it stays that way
+        conv = await again.get("t", cid)
+        assert [m.id for m in conv.agent.inbox.messages("follow_up")] == ["taken-not-delivered"]

@@ -109,6 +109,9 @@ class Inbox:
         """Called with each id that enters the dedup window (a store persists it)."""
         self.on_forget: Callable[[str], None] | None = None
         """Called with each id that falls out of the window."""
+        self.last_taken: list[str] = []
+        """While ``on_change`` runs for a ``take``: the ids taken for delivery
+        (a store keeps them until they are delivered, not just dequeued)."""
 
     # -- modes -------------------------------------------------------------
     def mode(self, lane: Lane) -> DeliveryMode:
@@ -191,7 +194,11 @@ class Inbox:
             taken, self._lanes[lane] = queue, []
         else:
             taken = [queue.pop(0)]
-        self._changed()
+        self.last_taken = [m.id for m in taken]
+        try:
+            self._changed()
+        finally:
+            self.last_taken = []
         return taken
 
     def put_back(self, messages: Iterable[QueuedMessage]) -> None:

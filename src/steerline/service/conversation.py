@@ -32,9 +32,16 @@ from steerline.core.errors import (
     MessageTooLargeError,
     SteerlineError,
 )
-from steerline.core.events import AgentEnd, AgentEvent, AgentStart, QueueUpdate, TurnEnd
+from steerline.core.events import (
+    AgentEnd,
+    AgentEvent,
+    AgentStart,
+    MessageStart,
+    QueueUpdate,
+    TurnEnd,
+)
 from steerline.core.ids import new_id
-from steerline.core.messages import UserContent, as_user_content, content_size
+from steerline.core.messages import UserContent, UserMessage, as_user_content, content_size
 from steerline.core.text import check_content, check_id
 from steerline.log.base import ConversationRecord, EventLog, StorageUnavailableError
 from steerline.runtime.agent import Agent, check_policy
@@ -149,6 +156,8 @@ class Conversation:
         self._next: _Start | None = None
         """A start requested while the active run was stopping; runs right after it."""
         self._persisted_queue: dict[str, tuple[Lane, int, int]] = {}
+        self._since: dict[str, int] = {}
+        """Stored queue items (queued or taken, not yet delivered) → their ``since``."""
         self.viewers = 0
         """Open streams and sockets using this object (it is not unloaded meanwhile)."""
         self.last_used = time.monotonic()
@@ -184,14 +193,22 @@ class Conversation:
             self.translator.message_queued(message_id, delivery, position)
             self._announced_seq = self.last_seq
         self.translator(event)
-        if isinstance(event, QueueUpdate):
+        if isinstance(event, MessageStart) and isinstance(event.message, UserMessage):
+            # delivered: its thread_started is queued for commit just before this
+            self._delivered(event.message.id)
+        elif isinstance(event, QueueUpdate):
             self.save_queue()
         elif isinstance(event, TurnEnd | AgentEnd):
             self.log.put_state(self.id, CONTEXT_KEY, encode_context(self.agent.messages))
 
     def save_queue(self) -> None:
         """Write the queued messages that changed since the last save, delete
-        the ones that left: one small write per change, never the whole queue."""
+        the ones that left: one small write per change, never the whole queue.
+
+        A message *taken* for delivery stays stored until it is delivered
+        (its ``thread_started`` is in the log): deleting it at the take could
+        lose it to a crash between the two commits.
+        """
         inbox = self.agent.inbox
         current: dict[str, tuple[Lane, int, int]] = {}
         for lane in LANES:
@@ -199,17 +216,29 @@ class Conversation:
                 signature = (lane, message.priority, id(message.content))
                 current[message.id] = signature
                 if self._persisted_queue.get(message.id) != signature:
-                    self.log.put_item(self.id, QUEUE_ITEMS, message.id, encode_queued(message))
+                    self._store(message)
+        taken = set(inbox.last_taken)
         for gone in self._persisted_queue.keys() - current.keys():
-            self.log.delete_item(self.id, QUEUE_ITEMS, gone)
+            if gone not in taken:
+                self._since.pop(gone, None)
+                self.log.delete_item(self.id, QUEUE_ITEMS, gone)
         self._persisted_queue = current
 
-    def mark_queue_saved(self) -> None:
+    def _store(self, message: QueuedMessage) -> None:
+        since = self._since.setdefault(message.id, self.last_seq)
+        self.log.put_item(self.id, QUEUE_ITEMS, message.id, encode_queued(message, since))
+
+    def _delivered(self, message_id: str) -> None:
+        if self._since.pop(message_id, None) is not None:
+            self.log.delete_item(self.id, QUEUE_ITEMS, message_id)
+
+    def mark_queue_saved(self, since: dict[str, int]) -> None:
         """The queue as restored from storage is what storage holds."""
         inbox = self.agent.inbox
         self._persisted_queue = {
             m.id: (lane, m.priority, id(m.content)) for lane in LANES for m in inbox.messages(lane)
         }
+        self._since = dict(since)
 
     def _remember_id(self, message_id: str) -> None:
         self.log.put_item(self.id, SEEN_ITEMS, message_id, b"")
@@ -322,6 +351,16 @@ class Conversation:
             self.agent.follow_up(content, id=message_id)
         elif message_id is not None:
             self.agent.inbox.remember(message_id)  # a duplicate from now on, durably
+        if (
+            content is not None
+            and message_id is not None
+            and not (self.busy and self._next is not None)
+        ):
+            # Stored like a queued message until the run delivers it, so a crash
+            # before its thread_started leaves it queued, never lost.
+            self._store(
+                QueuedMessage(id=message_id, content=as_user_content(content), lane="follow_up")
+            )
         if self.busy:  # stopping: the next run starts right after this one
             if self._next is None:
                 self._next = _Start(new_id("run"), content, message_id)

@@ -18,7 +18,12 @@ from anyio.abc import TaskGroup
 from steerline.core.errors import SteerlineError
 from steerline.core.ids import new_id
 from steerline.core.text import check_id
-from steerline.log.base import ConversationRecord, EventLog, StorageUnavailableError
+from steerline.log.base import (
+    ConversationRecord,
+    EventLog,
+    RetentionError,
+    StorageUnavailableError,
+)
 from steerline.runtime.agent import Agent
 from steerline.runtime.inbox import InboxLimits
 from steerline.service.agents import AgentRegistry
@@ -30,9 +35,11 @@ from steerline.service.state import (
     SEEN_ITEMS,
     decode_context,
     decode_inbox,
+    StoredQueued,
     decode_queued,
     encode_inbox,
 )
+from steerline.wire.envelope import thread_message_id
 
 logger = logging.getLogger("steerline.service")
 
@@ -244,13 +251,12 @@ class ConversationService:
             context = await self.log.get_state(record.id, CONTEXT_KEY)
             if context is not None:
                 conversation.agent.messages[:] = decode_context(context)
-            queued = [
-                decode_queued(value)
-                for _, value in await self.log.get_items(record.id, QUEUE_ITEMS)
-            ]
+            stored = [decode_queued(v) for _, v in await self.log.get_items(record.id, QUEUE_ITEMS)]
+            if record.status == "running" and stored:
+                stored = await self._undelivered(record.id, stored)
             seen = [key for key, _ in await self.log.get_items(record.id, SEEN_ITEMS)]
-            conversation.agent.inbox.restore(queued, seen)
-            conversation.mark_queue_saved()
+            conversation.agent.inbox.restore([s.message for s in stored], seen)
+            conversation.mark_queue_saved({s.message.id: s.since for s in stored})
             legacy = await self.log.get_state(record.id, INBOX_KEY)
             if legacy is not None:
                 state = decode_inbox(legacy)
@@ -265,6 +271,35 @@ class ConversationService:
             self._live.pop(record.id, None)
             raise
         return conversation
+
+    async def _undelivered(
+        self, conversation_id: str, stored: list[StoredQueued]
+    ) -> list[StoredQueued]:
+        """After a crash: drop stored messages whose delivery reached the log.
+
+        A run deletes a message's item right after its ``thread_started``;
+        a crash between the two commits leaves both, and the log decides.
+        """
+        after = max(min(s.since for s in stored), await self.log.oldest_seq(conversation_id) - 1)
+        pending = {s.message.id for s in stored}
+        delivered: set[str] = set()
+        while pending - delivered:
+            try:
+                batch = await self.log.read(conversation_id, after, 1000)
+            except RetentionError:
+                after = await self.log.oldest_seq(conversation_id) - 1
+                continue
+            if not batch:
+                break
+            for event in batch:
+                if event.event == "thread_started":
+                    message_id = thread_message_id(event.envelope)
+                    if message_id in pending:
+                        delivered.add(message_id)
+            after = batch[-1].seq
+        for message_id in delivered:
+            self.log.delete_item(conversation_id, QUEUE_ITEMS, message_id)
+        return [s for s in stored if s.message.id not in delivered]
 
     # -- memory: unloading idle conversations ----------------------------------------
     def _unload(self, conversation: Conversation) -> None:

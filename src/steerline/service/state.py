@@ -25,7 +25,20 @@ QUEUE_ITEMS = "queue"
 SEEN_ITEMS = "seen"
 """Item collection: the dedup window, one accepted message id per item."""
 
-_queued_decoder = msgspec.json.Decoder(QueuedMessage)
+
+class StoredQueued(msgspec.Struct):
+    """A queued message as stored, with where to look for its delivery.
+
+    ``since`` is the conversation's last seq when it was first stored: if the
+    process dies after the message was taken, recovery looks for its
+    ``thread_started`` after that seq to tell "delivered" from "still queued".
+    """
+
+    message: QueuedMessage
+    since: int
+
+
+_queued_decoder = msgspec.json.Decoder(StoredQueued)
 
 
 def encode_context(messages: list[Message]) -> bytes:
@@ -44,9 +57,9 @@ def decode_inbox(data: bytes) -> InboxState:
     return _inbox_decoder.decode(data)
 
 
-def encode_queued(message: QueuedMessage) -> bytes:
-    return _encoder.encode(message)
+def encode_queued(message: QueuedMessage, since: int) -> bytes:
+    return _encoder.encode(StoredQueued(message=message, since=since))
 
 
-def decode_queued(data: bytes) -> QueuedMessage:
+def decode_queued(data: bytes) -> StoredQueued:
     return _queued_decoder.decode(data)

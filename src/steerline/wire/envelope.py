@@ -60,3 +60,27 @@ _encoder = msgspec.json.Encoder()
 def encode_unsealed(event: WireEvent, data: UnifiedResponseData) -> bytes:
     """``{"event":…,"data":…}``: the log adds ``"seq"`` when it assigns one."""
     return _encoder.encode(_Unsealed(event=event.value, data=data))
+
+
+class _ThreadMeta(msgspec.Struct):
+    message_id: str | None = None
+
+
+class _ThreadData(msgspec.Struct):
+    metadata: _ThreadMeta | None = None
+
+
+class _ThreadStarted(msgspec.Struct):
+    data: _ThreadData
+
+
+_thread_started = msgspec.json.Decoder(_ThreadStarted)
+
+
+def thread_message_id(envelope: bytes) -> str | None:
+    """The delivered message's id in a stored ``thread_started`` envelope."""
+    try:
+        metadata = _thread_started.decode(envelope).data.metadata
+    except msgspec.DecodeError:
+        return None
+    return metadata.message_id if metadata is not None else None
