@@ -100,6 +100,8 @@ class Stream:
     ended: bool = False
     _pending: list[Envelope] = field(default_factory=list)
     _buffer: str = ""
+    _block_id: str | None = None
+    _block_data: list[str] = field(default_factory=list)
     _chunks: AsyncIterator[str] | None = None
 
     @property
@@ -120,27 +122,30 @@ class Stream:
         self.events.append(envelope)
         self._pending.append(envelope)
 
-    def _parse_sse_block(self, block: str) -> None:
-        sse_id: str | None = None
-        data: list[str] = []
-        for line in block.split("\n"):
-            if line.startswith(":"):
-                self.comments.append(line[1:].strip())
-                continue
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "id":
-                sse_id = value
-            elif name == "data":
-                data.append(value)
-            elif name == "retry":
-                self.retry = int(value)
-            else:
-                raise AssertionError(f"unexpected SSE field {line!r}")
-        if data:
+    def _parse_sse_line(self, line: str) -> None:
+        """One line, as the SSE spec's parser reads it: fields accumulate until
+        a blank line dispatches them; comments and ``retry:`` act at once."""
+        if line.startswith(":"):
+            self.comments.append(line[1:].strip())
+            return
+        if line == "":
+            sse_id, data = self._block_id, self._block_data
+            self._block_id, self._block_data = None, []
+            # SPEC §3.3: retry: and comments never get a blank line of their own
+            # (several client libraries turn such a block into an empty event)
+            assert data, "an SSE block without data"
             self._accept(json.loads("\n".join(data)), sse_id)
+            return
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "id":
+            self._block_id = value
+        elif name == "data":
+            self._block_data.append(value)
+        elif name == "retry":
+            self.retry = int(value)
         else:
-            assert sse_id is None, "an id without data"
+            raise AssertionError(f"unexpected SSE field {line!r}")
 
     def _parse_ndjson_line(self, line: str) -> None:
         if not line:
@@ -157,9 +162,9 @@ class Stream:
         self._buffer += text
         if self.kind == "sse":
             assert "\r" not in self._buffer
-            *blocks, self._buffer = self._buffer.split("\n\n")
-            for block in blocks:
-                self._parse_sse_block(block)
+            *lines, self._buffer = self._buffer.split("\n")
+            for line in lines:
+                self._parse_sse_line(line)
         else:
             *lines, self._buffer = self._buffer.split("\n")
             for line in lines:
@@ -169,6 +174,7 @@ class Stream:
         """The body fed with :meth:`feed` is complete."""
         self.ended = True
         assert not self._buffer.strip(), f"truncated frame {self._buffer!r}"
+        assert not self._block_data, "an event without its closing blank line"
 
     async def _pull(self) -> bool:
         """Read one chunk of the body; False at its end."""
@@ -180,8 +186,7 @@ class Stream:
         try:
             text = await self._chunks.__anext__()
         except StopAsyncIteration:
-            self.ended = True
-            assert not self._buffer.strip(), f"truncated frame {self._buffer!r}"
+            self.end()
             return False
         self.feed(text)
         return True

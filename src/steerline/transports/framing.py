@@ -3,6 +3,13 @@
 A whole batch becomes one write: coalescing, not the library, decides
 throughput (see STACK.md). SSE has no ``event:`` field so that
 ``EventSource.onmessage`` and ValueCell's parser both see every event.
+
+The ``retry:`` hint and comments (``: ping``, ``: resume after=N``) end with
+a single newline, never a blank line of their own: a block without ``data:``
+makes httpx-sse and ``@microsoft/fetch-event-source`` hand an empty event to
+the application (fetch-event-source then re-POSTs). Written this way they
+become leading lines of the next event's block, which every parser accepts
+(SPEC §3.3).
 """
 
 from __future__ import annotations
@@ -26,15 +33,15 @@ def ndjson_events(batch: list[StoredEvent]) -> bytes:
 
 
 def sse_retry(retry_ms: int) -> bytes:
-    return b"retry: %d\n\n" % retry_ms
+    return b"retry: %d\n" % retry_ms
 
 
-SSE_PING = b": ping\n\n"
+SSE_PING = b": ping\n"
 NDJSON_PING = b'{"event":"ping"}\n'
 
 
 def sse_hint(after: int) -> bytes:
-    return b": resume after=%d\n\n" % after
+    return b": resume after=%d\n" % after
 
 
 def ndjson_hint(after: int) -> bytes:
