@@ -359,3 +359,41 @@ async def test_recovery_keeps_a_taken_message_unless_its_delivery_reached_the_lo
     async with ConversationService(SqliteEventLog(db)) as again:  # and it stays that way
         conv = await again.get("t", cid)
         assert [m.id for m in conv.agent.inbox.messages("follow_up")] == ["taken-not-delivered"]
+
+
+async def test_recovery_does_not_end_a_run_whose_done_is_already_logged(tmp_path: Path) -> None:
+    """The run's ``done`` committed, the record's "idle" did not (a crash between)."""
+    db = str(tmp_path / "d.db")
+    async with ConversationService(SqliteEventLog(db)) as service:
+        conv = await service.create("t")
+        started = await conv.submit("hello")
+        await wait_idle(conv)
+        record = conv.record
+        record.status, record.active_run_id, record.owner = "running", started.run_id, "dead"
+        await service.log.update_conversation(record)
+        record.status, record.active_run_id = "idle", None
+        cid = conv.id
+    async with ConversationService(SqliteEventLog(db)) as restarted:
+        conv = await restarted.get("t", cid)
+        events = await log_of(restarted.log, cid)
+        assert [e["event"] for e in events].count("done") == 1
+        assert "system_failed" not in [e["event"] for e in events]
+        assert conv.record.status == "idle"
+
+
+async def test_a_conversation_is_created_with_its_first_event_in_one_commit(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "c.db"
+    crashed = tmp_path / "crashed.db"
+    async with ConversationService(SqliteEventLog(str(db))) as service:
+        conv = await service.create("t")
+        copy_database(db, crashed)  # right after the create: nothing else was awaited
+        cid = conv.id
+    async with ConversationService(SqliteEventLog(str(crashed))) as restarted:
+        events = await log_of(restarted.log, cid)
+        assert [(e["event"], e["seq"]) for e in events] == [("conversation_started", 1)]
+        conv = await restarted.get("t", cid)
+        await conv.submit("and on from there")
+        await wait_idle(conv)
+        assert [e["seq"] for e in await log_of(restarted.log, cid)][:3] == [1, 2, 3]

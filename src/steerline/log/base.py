@@ -134,8 +134,15 @@ class EventLog(abc.ABC):
 
     # -- conversations ---------------------------------------------------------
     @abc.abstractmethod
-    async def create_conversation(self, record: ConversationRecord) -> None:
-        """Store a new conversation; ``ConversationExistsError`` if the id was ever used."""
+    async def create_conversation(
+        self, record: ConversationRecord, first_event: tuple[str, bytes] | None = None
+    ) -> None:
+        """Store a new conversation; ``ConversationExistsError`` if the id was ever used.
+
+        ``first_event`` (name, envelope without seq) is stored as seq 1 in the
+        same transaction: a conversation exists with its first event or not
+        at all, whatever the moment of a crash.
+        """
 
     @abc.abstractmethod
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:

@@ -35,13 +35,17 @@ class MemoryEventLog(EventLog):
     async def close(self) -> None:
         return None
 
-    async def create_conversation(self, record: ConversationRecord) -> None:
+    async def create_conversation(
+        self, record: ConversationRecord, first_event: tuple[str, bytes] | None = None
+    ) -> None:
         if record.id in self._used_ids:
             raise ConversationExistsError(f"conversation id {record.id!r} is already used")
         self._used_ids.add(record.id)
         self._records[record.id] = dataclasses.replace(record)
         self._tails[record.id] = ConversationTail(hot_limit=0)
         self._events[record.id] = deque()
+        if first_event is not None:
+            self.append(record.id, *first_event)
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         record = self._records.get(conversation_id)

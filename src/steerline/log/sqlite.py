@@ -223,6 +223,8 @@ class _Command:
     waiter: _Waiter
     record: ConversationRecord | None = None
     conversation_id: str = ""
+    first_event: StoredEvent | None = None
+    """With ``create``: the conversation's seq-1 event, stored in the same transaction."""
 
 
 @dataclass(slots=True)
@@ -427,14 +429,25 @@ class SqliteEventLog(EventLog):
         self._raise_if_failed()
 
     # -- conversations ---------------------------------------------------------
-    async def create_conversation(self, record: ConversationRecord) -> None:
+    async def create_conversation(
+        self, record: ConversationRecord, first_event: tuple[str, bytes] | None = None
+    ) -> None:
         self._check_writable()
         if record.id in self._tails:
             raise ConversationExistsError(f"conversation id {record.id!r} is already used")
-        created = await self._command(_Command("create", _Waiter(), record=record))
+        first = None
+        if first_event is not None:
+            name, envelope = first_event
+            first = StoredEvent(1, name, seal_envelope(envelope, 1))
+        created = await self._command(
+            _Command("create", _Waiter(), record=record, first_event=first)
+        )
         if not created:
             raise ConversationExistsError(f"conversation id {record.id!r} is already used")
-        self._tails.setdefault(record.id, self._new_tail(0))
+        tail = self._tails.setdefault(record.id, self._new_tail(0))
+        if first is not None and tail.assigned_seq == 0:
+            tail.assigned_seq = 1
+            tail.committed([first])
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         """Read the record, and load the conversation's seq counter if needed.
@@ -958,7 +971,18 @@ class SqliteEventLog(EventLog):
             elif item.kind == "create":
                 assert item.record is not None
                 cursor = conn.execute(_INSERT_CONVERSATION, _record_values(item.record))
-                results.append((item.waiter, cursor.rowcount == 1))
+                created = cursor.rowcount == 1
+                first = item.first_event
+                if created and first is not None:
+                    conn.execute(
+                        _INSERT_EVENT,
+                        (item.record.id, first.seq, first.event, None, first.envelope),
+                    )
+                    conn.execute(
+                        "UPDATE conversations SET last_seq = ? WHERE id = ?",
+                        (first.seq, item.record.id),
+                    )
+                results.append((item.waiter, created))
             elif item.kind == "update":
                 assert item.record is not None
                 values = _record_values(item.record)

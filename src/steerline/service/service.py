@@ -23,6 +23,7 @@ from steerline.log.base import (
     EventLog,
     RetentionError,
     StorageUnavailableError,
+    StoredEvent,
 )
 from steerline.runtime.agent import Agent
 from steerline.runtime.inbox import InboxLimits
@@ -33,13 +34,14 @@ from steerline.service.state import (
     INBOX_KEY,
     QUEUE_ITEMS,
     SEEN_ITEMS,
+    StoredQueued,
     decode_context,
     decode_inbox,
-    StoredQueued,
     decode_queued,
     encode_inbox,
 )
-from steerline.wire.envelope import thread_message_id
+from steerline.wire.envelope import WireEvent, encode_unsealed, thread_message_id
+from steerline.wire.translate import conversation_started
 
 logger = logging.getLogger("steerline.service")
 
@@ -133,11 +135,10 @@ class ConversationService:
             follow_up_mode=agent.follow_up_mode,
             steering_policy=agent.steering_policy,
         )
-        await self.log.create_conversation(record)
-        conversation = self._bind(record, agent)
-        conversation.translator.conversation_started()
-        await self.log.flush()
-        return conversation
+        first = conversation_started(record.id, record.agent_name)
+        envelope = encode_unsealed(WireEvent.CONVERSATION_STARTED, first)
+        await self.log.create_conversation(record, (WireEvent.CONVERSATION_STARTED.value, envelope))
+        return self._bind(record, agent)
 
     async def get(self, tenant: str, conversation_id: str) -> Conversation:
         live = self._live.get(conversation_id)
@@ -272,6 +273,43 @@ class ConversationService:
             raise
         return conversation
 
+    async def _unfinished_run(self, record: ConversationRecord) -> str | None:
+        """The run a dead process left without its ``done``, if any.
+
+        The record says "running" until its change commits, which may be just
+        after the run's ``done`` did: then there is nothing to end (ending it
+        again would write a second ``done``). A run that logged events after
+        the last ``done`` is the one to end, whatever the record names; a run
+        the record names that logged nothing at all is ended too.
+        """
+        since_done = await self._events_since_last_done(record.id)
+        last_done = since_done[0] if since_done and since_done[0].event == "done" else None
+        for event in reversed(since_done):
+            if event.event != "done" and event.run_id:
+                return event.run_id  # a run logged events after the last done
+        if last_done is not None and last_done.run_id == record.active_run_id:
+            return None
+        return record.active_run_id or new_id("run")
+
+    async def _events_since_last_done(self, conversation_id: str) -> list[StoredEvent]:
+        """The log from its last ``done`` on (or all of it without one),
+        read backwards in growing windows: usually a handful of events."""
+        head = self.log.committed_seq(conversation_id)
+        window = 64
+        while True:
+            oldest = await self.log.oldest_seq(conversation_id)
+            start = max(head - window, oldest - 1, 0)
+            try:
+                events = await self.log.read(conversation_id, start, head - start)
+            except RetentionError:
+                continue  # trimmed meanwhile: read again from the new oldest
+            for index in range(len(events) - 1, -1, -1):
+                if events[index].event == "done":
+                    return events[index:]
+            if start <= max(oldest - 1, 0):
+                return events
+            window *= 4
+
     async def _undelivered(
         self, conversation_id: str, stored: list[StoredQueued]
     ) -> list[StoredQueued]:
@@ -344,10 +382,11 @@ class ConversationService:
             if record is None:
                 continue
             conversation = await self._load(record)
-            run_id = record.active_run_id or new_id("run")
-            conversation.translator.run_failed(
-                run_id, "run_lost", "the process running this task stopped unexpectedly"
-            )
+            run_id = await self._unfinished_run(record)
+            if run_id is not None:
+                conversation.translator.run_failed(
+                    run_id, "run_lost", "the process running this task stopped unexpectedly"
+                )
             record.status = "idle"
             record.active_run_id = None
             record.owner = None

@@ -66,6 +66,16 @@ _END_EVENT = {
 }
 
 
+def conversation_started(conversation_id: str, agent_name: str) -> UnifiedResponseData:
+    """A conversation's first event (the store writes it with the record)."""
+    return UnifiedResponseData(
+        conversation_id=conversation_id,
+        role="system",
+        item_id=new_id("item"),
+        agent_name=agent_name,
+    )
+
+
 class RunTranslator:
     """Translates one conversation's native events and hands them to ``sink``."""
 
@@ -102,7 +112,8 @@ class RunTranslator:
         self._sink(event, data, data.task_id)
 
     def conversation_started(self) -> None:
-        self.emit(WireEvent.CONVERSATION_STARTED, "system", task_id="", thread_id="")
+        data = conversation_started(self.conversation_id, self.agent_name)
+        self._sink(WireEvent.CONVERSATION_STARTED, data, None)
 
     def message_queued(self, message_id: str, delivery: str, position: int) -> None:
         self.emit(
