@@ -146,6 +146,7 @@ class LocalSession:
         self._group: TaskGroup | None = None
         self._driving = False
         """A run task is on: its run is starting, active, or about to go on."""
+        self._drive_done: anyio.Event | None = None
 
     @property
     def running(self) -> bool:
@@ -197,10 +198,18 @@ class LocalSession:
     def take_queue(self) -> list[str]:
         return [_text_of(message.content) for message in self.agent.clear_queues()]
 
+    async def wait_idle(self) -> None:
+        """Return once no run is active or about to go on."""
+        while self.running:
+            if self._driving and self._drive_done is not None:
+                await self._drive_done.wait()
+            else:
+                await self.agent.wait_for_idle()
+
     async def aclose(self) -> None:
         self.agent.abort()
         with anyio.move_on_after(5):
-            await self.agent.wait_for_idle()
+            await self.wait_idle()
 
     # -- internals --------------------------------------------------------------
     def _guard(self, action: Callable[[], object]) -> None:
@@ -217,6 +226,7 @@ class LocalSession:
             self.transcript.notice("the session is not running", error=True)
             return
         self._driving = True
+        self._drive_done = anyio.Event()
         self._group.start_soon(self._drive, text)
 
     async def _drive(self, text: str | None) -> None:
@@ -233,3 +243,5 @@ class LocalSession:
             self.transcript.notice(f"not sent: {exc.message}", error=True)
         finally:
             self._driving = False
+            if self._drive_done is not None:
+                self._drive_done.set()

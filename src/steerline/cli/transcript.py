@@ -366,7 +366,7 @@ class Transcript:
         if self._block is None or not self._partial or width < 1:
             return
         text = "".join(self._partial)
-        if get_cwidth(text) <= width * max_rows:
+        if len(text) <= max_rows:  # a row holds one character at least
             return
         rows = split_rows(text, width)
         if len(rows) <= max_rows:
