@@ -11,6 +11,8 @@
     port = 8000
     store = "sqlite:///steerline.db"
     api_keys_env = "STEERLINE_API_KEYS"  # NAME of the variable holding the keys
+    metrics_key_env = "STEERLINE_METRICS_KEY"  # NAME of the variable holding the
+                                       # /metrics key (none: loopback clients only)
 
     [agents.assistant]
     provider = "openai"                # demo | openai | anthropic
@@ -96,11 +98,16 @@ class ServerConfig(pydantic.BaseModel):
     """Bearer token → tenant, read from ``api_keys_env`` / ``STEERLINE_API_KEYS``
     (never from the file)."""
     limits: dict[str, Any] = pydantic.Field(default_factory=dict)
+    metrics_key_env: str | None = None
+    """The NAME of an environment variable holding the ``/metrics`` bearer token."""
+    metrics_key: str | None = pydantic.Field(None, exclude=True)
+    """Read from ``metrics_key_env`` / ``STEERLINE_METRICS_KEY`` (never from the file)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Every ``[server]`` setting, API keys included, as a plain dict."""
         data = self.model_dump()
         data["api_keys"] = dict(self.api_keys)
+        data["metrics_key"] = self.metrics_key
         return data
 
 
@@ -400,6 +407,11 @@ def _server_data(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[dict[
             "server.api_keys: API keys must not be written in the config file; put them in "
             "an environment variable and name it with server.api_keys_env"
         )
+    if "metrics_key" in server:
+        raise ConfigError(
+            "server.metrics_key: keys must not be written in the config file; put it in "
+            "an environment variable and name it with server.metrics_key_env"
+        )
     prefix = f"{ENV_PREFIX}SERVER__"
     for key, raw in env.items():
         if key.startswith(prefix) and len(key) > len(prefix):
@@ -482,6 +494,13 @@ def config_from_dict(
         if server.get("api_keys_env") and not keys.strip():
             raise ConfigError(f"server.api_keys_env: environment variable {keys_env} is not set")
         config.server.api_keys = _parse_api_keys(keys, keys_env)
+        metrics_env = str(server.get("metrics_key_env") or f"{ENV_PREFIX}METRICS_KEY")
+        metrics_key = env.get(metrics_env, "").strip()
+        if server.get("metrics_key_env") and not metrics_key:
+            raise ConfigError(
+                f"server.metrics_key_env: environment variable {metrics_env} is not set"
+            )
+        config.server.metrics_key = metrics_key or None
         if config.default_agent not in config.agents:
             known = ", ".join(sorted(config.agents))
             raise ConfigError(

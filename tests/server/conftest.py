@@ -16,9 +16,11 @@ def make_server() -> Iterator[Callable[..., RunningServer]]:
     servers: list[RunningServer] = []
 
     def make(
-        settings: ServerSettings | None = None, registry: AgentRegistry | None = None
+        settings: ServerSettings | None = None,
+        registry: AgentRegistry | None = None,
+        log_level: str = "warning",
     ) -> RunningServer:
-        running = start_server(settings, registry)
+        running = start_server(settings, registry, log_level)
         servers.append(running)
         return running
 

@@ -62,7 +62,9 @@ class RunningServer:
 
 
 def start_server(
-    settings: ServerSettings | None = None, registry: AgentRegistry | None = None
+    settings: ServerSettings | None = None,
+    registry: AgentRegistry | None = None,
+    log_level: str = "warning",
 ) -> RunningServer:
     port = free_port()
     settings = replace(settings or ServerSettings(store="memory://"), port=port)
@@ -73,7 +75,7 @@ def start_server(
 
     app = create_app(settings, registry=registry, on_startup=[remember_loop])
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws="websockets-sansio"
+        app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on", ws="websockets-sansio"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -6,6 +6,7 @@ views of the event log built by :mod:`steerline.transports`.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -32,7 +33,7 @@ from steerline.server.errors import HTTPError, error_response, steerline_error_r
 from steerline.server.history import build_history
 from steerline.server.metrics import Metrics
 from steerline.server.serving import install_log_filter
-from steerline.server.settings import ServerSettings
+from steerline.server.settings import ServerSettings, is_loopback_address
 from steerline.service.agents import AgentRegistry
 from steerline.service.conversation import Conversation, check_message_size, check_submit_mode
 from steerline.service.service import ConversationService
@@ -128,12 +129,42 @@ def _state(request: Request) -> ServerState:
     return state
 
 
+def _client_address(connection: Request | WebSocket) -> str | None:
+    """The client's address (behind a trusted proxy, the one it forwarded)."""
+    return connection.client.host if connection.client else None
+
+
 def _tenant(request: Request) -> str:
     """Authenticate the request and charge it to the tenant's rate limit."""
     state = _state(request)
-    name = state.gate.authenticate(request.headers, request.query_params)
+    name = state.gate.authenticate(request.headers, request.query_params, _client_address(request))
     state.gate.check_rate(name)
     return name
+
+
+def _check_metrics_access(request: Request, state: ServerState) -> None:
+    """With ``metrics_key``: its bearer token (failures count like any failed
+    authentication); without: loopback clients only."""
+    key = state.settings.metrics_key
+    client = _client_address(request)
+    if key is None:
+        if client is None or not is_loopback_address(client):
+            raise HTTPError(
+                403,
+                "forbidden",
+                "/metrics answers loopback clients only; configure a metrics key to "
+                "read it from elsewhere",
+            )
+        return
+    state.gate.check_failures(client)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode("utf-8", "surrogateescape"), key.encode()
+    ):
+        state.gate.failed(client)
+        raise HTTPError(
+            401, "unauthorized", "/metrics needs the metrics key", {"WWW-Authenticate": "Bearer"}
+        )
 
 
 Tenant = Annotated[str, Depends(_tenant)]
@@ -443,13 +474,19 @@ def create_app(
     @app.websocket(f"{api}/conversations/{{conversation_id}}/ws")
     async def websocket(websocket: WebSocket, conversation_id: str) -> None:
         try:
-            tenant_name = state.gate.authenticate(websocket.headers, websocket.query_params)
+            tenant_name = state.gate.authenticate(
+                websocket.headers, websocket.query_params, _client_address(websocket)
+            )
             state.gate.check_rate(tenant_name)
             _check_conversation_id(conversation_id)
             conv = await state.conversations.get(tenant_name, conversation_id)
             release = state.gate.open_stream(tenant_name)
         except SteerlineError as exc:
-            code = {"conversation_not_found": 4404, "invalid_value": 4400}.get(exc.code, 4403)
+            code = {
+                "conversation_not_found": 4404,
+                "invalid_value": 4400,
+                "rate_limited": 4429,
+            }.get(exc.code, 4403)
             await refuse_websocket(websocket, exc.code, exc.message, code)
             return
         await websocket.accept()
@@ -486,8 +523,9 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", tags=["ops"])
-    async def metrics() -> Response:
-        """Prometheus text format."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format: loopback clients only, unless a metrics key is set."""
+        _check_metrics_access(request, state)
         service = state.service
         live = service.live_conversations() if service else []
         if service is not None:

@@ -19,6 +19,7 @@ from steerline.transports.tail import StreamSettings
 
 _LIMITS: dict[str, tuple[str, str]] = {
     "max_body_bytes": ("server", "max_body_bytes"),
+    "auth_failures_per_minute": ("server", "auth_failures_per_minute"),
     "max_streams_per_tenant": ("tenant", "max_streams"),
     "requests_per_minute": ("tenant", "requests_per_minute"),
     "ping_interval": ("stream", "ping_interval"),
@@ -71,6 +72,7 @@ def settings_from_config(config: SteerlineConfig, **overrides: Any) -> ServerSet
         port=server.port,
         store=server.store,
         api_keys=dict(server.api_keys),
+        metrics_key=server.metrics_key,
         tenant_limits=build(TenantLimits, groups["tenant"], "tenant"),
         stream=build(StreamSettings, groups["stream"], "stream"),
         log=build(LogSettings, groups["log"], "log"),

@@ -29,6 +29,12 @@ class ServerSettings:
     """Allow a non-loopback bind without API keys."""
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
+    metrics_key: str | None = None
+    """``/metrics`` needs ``Authorization: Bearer <metrics_key>``. None: it answers
+    loopback clients only (403 otherwise)."""
+    auth_failures_per_minute: int = 30
+    """Failed authentications per client address (token bucket, bursts up to this);
+    beyond it every request from that address is 429 until the bucket refills."""
     tenant_limits: TenantLimits = field(default_factory=TenantLimits)
     stream: StreamSettings = field(default_factory=StreamSettings)
     service: ServiceLimits = field(default_factory=ServiceLimits)
