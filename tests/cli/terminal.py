@@ -96,10 +96,9 @@ class Terminal:
         """The screen, one row per line, trailing spaces removed."""
         return "\n".join(self.lines()).rstrip("\n")
 
-    def flat(self) -> str:
-        """The screen's rows joined without separators: wrapped lines become whole again."""
-        with self._changed:
-            return "".join(self.screen.display)
+    def words(self) -> str:
+        """The screen's words separated by single spaces (wrapped lines become whole)."""
+        return " ".join(self.text().split())
 
     def input_line(self) -> str:
         """The last row that starts with the input prompt ``> ``."""
@@ -111,7 +110,7 @@ class Terminal:
 
         def met() -> bool:
             if isinstance(condition, str):
-                return condition in self.text() or condition in self.flat()
+                return condition in self.text() or " ".join(condition.split()) in self.words()
             return condition(self)
 
         deadline = time.monotonic() + timeout

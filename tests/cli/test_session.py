@@ -90,7 +90,7 @@ async def test_esc_keeps_the_queue_and_enter_on_empty_sends_it(session: LocalSes
         await session.wait_idle()
     assert session.has_queue and [i.text for i in session.transcript.queued] == ["later"]
     assert "Enter on an empty input sends the kept queue" in line_text(
-        session.transcript.queue_lines()[0]
+        session.transcript.queue_lines()[-1]
     )
     session.send_queue()
     await _until(events, AgentEnd)

@@ -8,6 +8,7 @@ import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prompt_toolkit.utils import get_cwidth
 
 from steerline.cli.session import apply_event
 from steerline.cli.transcript import (
@@ -17,7 +18,8 @@ from steerline.cli.transcript import (
     Transcript,
     line_text,
     printable,
-    split_rows,
+    wrap_line,
+    wrap_rows,
 )
 from steerline.models.demo import DemoModel
 from steerline.runtime.agent import Agent
@@ -85,16 +87,38 @@ def test_spilling_long_lines_to_the_scrollback_loses_nothing(
         for line in _texts(transcript.take_committed()):
             committed.append(line)
         for line in _texts(transcript.live_lines()):
-            assert len(split_rows(line, width)) <= rows
+            assert len(wrap_rows(line, width)) <= rows
     transcript.block_ended()
     committed += _texts(transcript.take_committed())
     assert "".join(committed).replace("\n", "") == printable(text).replace("\n", "")
 
 
-def test_split_rows_wraps_as_a_terminal_does() -> None:
-    assert split_rows("abcdefg", 3) == ["abc", "def", "g"]
-    assert split_rows("ab界c", 3) == ["ab", "界c"]  # a wide character that does not fit moves on
-    assert split_rows("", 3) == [""]
+def test_wrap_rows_cuts_at_spaces_and_keeps_every_character() -> None:
+    assert wrap_rows("aaa bbb ccc", 5) == ["aaa ", "bbb ", "ccc"]
+    assert wrap_rows("aaaa bbbb", 4) == ["aaaa ", "bbbb"]  # the break space ends the row
+    assert wrap_rows("abcdefgh", 3) == ["abc", "def", "gh"]  # a word longer than a row
+    assert wrap_rows("ab界c", 3) == ["ab", "界c"]  # a wide character never straddles
+    assert wrap_rows("", 3) == [""]
+    rows = wrap_line([("class:a", "hello "), ("class:b", "world wide web")], 8)
+    assert rows == [[("class:a", "hello ")], [("class:b", "world ")], [("class:b", "wide web")]]
+    assert wrap_line([("", "aaaa bbbb")], 4) == [[("", "aaaa")], [("", "bbbb")]]
+
+
+def test_labelled_lines_wrap_beside_their_label() -> None:
+    transcript = Transcript()
+    transcript.user_message("steer", "one two three four five six seven eight nine ten")
+    rows = [line_text(row) for line in transcript.take_committed() for row in wrap_line(line, 30)]
+    assert rows == ["steer> one two three four five", "       six seven eight nine ", "       ten"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=stream_text.map(lambda t: t.replace("\n", "")), width=st.integers(1, 12))
+def test_wrapped_rows_fit_and_join_back(text: str, width: int) -> None:
+    rows = wrap_rows(text, width)
+    assert "".join(rows) == text
+    for row in wrap_line([("", text)], width):
+        shown = line_text(row)
+        assert get_cwidth(shown) <= width or len(shown) == 1
 
 
 def test_interleaved_reasoning_and_text_keep_their_styles_and_order() -> None:
@@ -198,8 +222,11 @@ def test_the_queue_shows_counts_previews_and_the_kept_queue_hint() -> None:
         "  ⏎ follow-up: bye",
     ]
     transcript.run_ended("aborted")
-    head = _texts(transcript.queue_lines())[0]
-    assert head == f"queue kept: 1 steering, 2 follow-up · {KEPT_QUEUE_HINT}"
+    lines = _texts(transcript.queue_lines())
+    assert lines[0] == "queue kept: 1 steering, 2 follow-up"
+    assert lines[-1] == f"  {KEPT_QUEUE_HINT} · Alt+↑ edits it"
+    transcript.queue_changed([QueueItem("m4", "follow_up", "two\nlines")])
+    assert _texts(transcript.queue_lines())[1] == "  ⏎ follow-up: two ⏎ lines"
     transcript.queue_changed([])
     assert transcript.queue_lines() == []
 

@@ -41,18 +41,17 @@ from prompt_toolkit.layout import (
     FormattedTextControl,
     HSplit,
     Layout,
-    VSplit,
     Window,
-    WindowAlign,
 )
 from prompt_toolkit.layout.dimension import Dimension
 from prompt_toolkit.output import Output
 from prompt_toolkit.renderer import print_formatted_text as render_fragments
 from prompt_toolkit.shortcuts import print_formatted_text
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import get_cwidth
 
 from steerline.cli.session import ChatSession, LocalSession
-from steerline.cli.transcript import Line, Transcript
+from steerline.cli.transcript import Line, Transcript, wrap_line
 from steerline.runtime.agent import Agent
 
 STYLE = Style.from_dict(
@@ -100,8 +99,8 @@ SYNC_BEGIN, SYNC_END = "\x1b[?2026h", "\x1b[?2026l"
 redraw reach the screen at once; terminals without it ignore both."""
 
 HELP = (
-    "Enter send/steer · Alt+Enter follow-up · Alt+I interrupt · Esc abort · "
-    "Ctrl+J newline · Ctrl+D quit"
+    "Enter send (steers while running) · Alt+Enter follow-up · Alt+I interrupt\n"
+    "Esc abort (keeps the queue) · Ctrl+J newline · Alt+↑ edit queue · Ctrl+D quit"
 )
 
 
@@ -162,14 +161,23 @@ class ChatView:
         transcript = self.transcript
 
         def live() -> StyleAndTextTuples:
-            return _join(transcript.live_lines())
+            return _join(self._wrap(transcript.live_lines()))
 
         def queue() -> StyleAndTextTuples:
             return _join(transcript.queue_lines())
 
         def status() -> StyleAndTextTuples:
-            fragments: StyleAndTextTuples = [("", " ")]
-            fragments.extend(transcript.status_line())
+            line = [("", " "), *transcript.status_line()]
+            used = sum(get_cwidth(text) for _, text in line)
+            width = self.app.output.get_size().columns
+            fragments: StyleAndTextTuples = []
+            fragments.extend(line)
+            for hint in self._hints():  # the longest that fits, right-aligned
+                room = width - used - get_cwidth(hint) - 1
+                if room >= 2:
+                    fragments.append(("", " " * room))
+                    fragments.append(("class:hints", hint))
+                    break
             return fragments
 
         def prefix(line: int, wrap: int) -> StyleAndTextTuples:
@@ -186,17 +194,7 @@ class ChatView:
                     filter=Condition(lambda: bool(transcript.queued)),
                 ),
                 Window(char="─", height=1, style="class:rule"),
-                VSplit(
-                    [
-                        Window(FormattedTextControl(status), height=1),
-                        Window(
-                            FormattedTextControl(self._hints),
-                            height=1,
-                            align=WindowAlign.RIGHT,
-                            style="class:hints",
-                        ),
-                    ]
-                ),
+                Window(FormattedTextControl(status), height=1),
                 Window(
                     BufferControl(self.buffer),
                     height=Dimension(min=1, max=10),
@@ -207,14 +205,13 @@ class ChatView:
             ]
         )
 
-    def _hints(self) -> StyleAndTextTuples:
+    def _hints(self) -> list[str]:
+        """Key hints for the state we are in, longest first."""
         if self.session.running:
-            text = "Enter steer · Alt+Enter follow-up · Alt+I interrupt · Esc abort "
-        elif self.transcript.queued:
-            text = "Enter send queue · Alt+↑ edit queue · Ctrl+D quit "
-        else:
-            text = "Enter send · Alt+Enter queue · Ctrl+J newline · Ctrl+D quit "
-        return [("class:hints", text)]
+            return ["Enter steer · Alt+Enter follow-up · Alt+I interrupt · Esc abort", "Esc abort"]
+        if self.transcript.queued:
+            return ["Enter send queue · Alt+↑ edit queue · Ctrl+D quit", "Enter send queue"]
+        return ["Enter send · Alt+Enter queue · Ctrl+J newline · Ctrl+D quit", "Ctrl+D quit"]
 
     # -- printing above ---------------------------------------------------------
     def _print_committed(self, app: Application[Any]) -> None:
@@ -228,9 +225,14 @@ class ChatView:
         output.write_raw(SYNC_BEGIN)
         self._synced = True
         app.renderer.erase()
-        fragments = _join(lines)
+        fragments = _join(self._wrap(lines))
         fragments.append(("", "\n"))
         render_fragments(output, fragments, app.renderer.style, color_depth=app.color_depth)
+
+    def _wrap(self, lines: list[Line]) -> list[Line]:
+        """Lines cut at spaces to the terminal's width (printed and live alike)."""
+        width = self.app.output.get_size().columns
+        return [row for line in lines for row in wrap_line(line, width)]
 
     def _end_sync(self, app: Application[Any]) -> None:
         if self._synced:
@@ -243,7 +245,7 @@ class ChatView:
         self.transcript.block_ended()
         lines = self.transcript.take_committed()
         if lines:
-            fragments = _join(lines)
+            fragments = _join(self._wrap(lines))
             fragments.append(("", "\n"))
             print_formatted_text(FormattedText(fragments), style=STYLE, end="")
 

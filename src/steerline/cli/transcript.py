@@ -45,6 +45,10 @@ TOOL_RESULT_LINES = 4
 PREVIEW_CHARS = 200
 ARGS_CHARS = 300
 KEPT_QUEUE_HINT = "Enter on an empty input sends the kept queue"
+HANG = "class:hang"
+"""In a line's first fragment's style: the rows it wraps into are indented by
+that fragment's width (a label such as ``you> ``)."""
+MIN_HANGING_WIDTH = 20
 
 
 def printable(text: str) -> str:
@@ -84,22 +88,77 @@ def line_text(line: Line) -> str:
     return "".join(text for _, text in line)
 
 
-def split_rows(text: str, width: int) -> list[str]:
-    """``text`` cut into the rows a terminal of ``width`` columns wraps it into.
+def wrap_rows(text: str, width: int) -> list[str]:
+    """``text`` cut into rows of at most ``width`` columns, at spaces where it can.
 
-    A double-width character that does not fit in the last column goes to the
-    next row, as terminals (and prompt_toolkit) do.
+    Joined, the rows are ``text`` again, exactly: the spaces where a row breaks
+    stay at its end (:func:`wrap_line` hides those beyond the width). A word
+    longer than a row is cut; a double-width character never straddles two.
     """
+    if width < 1:
+        return [text]
     rows: list[str] = []
-    start = column = 0
-    for index, char in enumerate(text):
-        w = get_cwidth(char)
-        if column + w > width and column > 0:
-            rows.append(text[start:index])
-            start, column = index, 0
-        column += w
-    rows.append(text[start:])
-    return rows
+    start, end = 0, len(text)
+    while True:
+        column, index, after_space = 0, start, -1
+        while index < end:
+            w = get_cwidth(text[index])
+            if column + w > width:
+                break
+            column += w
+            index += 1
+            if text[index - 1] == " ":
+                after_space = index
+        if index >= end:
+            rows.append(text[start:])
+            return rows
+        if text[index] == " ":  # break at these spaces; they end this row
+            while index < end and text[index] == " ":
+                index += 1
+            if index >= end:
+                rows.append(text[start:])
+                return rows
+            cut = index
+        elif after_space > start:
+            cut = after_space
+        else:
+            cut = max(index, start + 1)  # a word longer than the row, or one wide char
+        rows.append(text[start:cut])
+        start = cut
+
+
+def wrap_line(line: Line, width: int) -> list[Line]:
+    """A styled line as the rows :func:`wrap_rows` makes, each fitting ``width``.
+
+    When the first fragment's style has :data:`HANG`, the rest of the line is
+    wrapped beside it: the following rows start with as many spaces.
+    """
+    if line and HANG in line[0][0].split():
+        head = line[0]
+        hang = get_cwidth(head[1])
+        if width - hang >= MIN_HANGING_WIDTH:
+            body = wrap_line(line[1:], width - hang)
+            return [[head if i == 0 else ("", " " * hang), *row] for i, row in enumerate(body)]
+    text = line_text(line)
+    rows = wrap_rows(text, width)
+    if len(rows) == 1 and get_cwidth(text) <= width:
+        return [line]
+    bounds: list[tuple[int, int, str]] = []
+    position = 0
+    for style, piece in line:
+        bounds.append((position, position + len(piece), style))
+        position += len(piece)
+    out: list[Line] = []
+    offset = 0
+    for row in rows:
+        excess = get_cwidth(row) - width
+        shown = len(row)
+        if excess > 0:  # only break spaces can overflow: hide them
+            shown -= min(excess, len(row) - len(row.rstrip(" ")))
+        a, b = offset, offset + shown
+        out.append([(st, text[max(a, s) : min(b, e)]) for s, e, st in bounds if s < b and e > a])
+        offset += len(row)
+    return out
 
 
 @dataclass(slots=True)
@@ -192,7 +251,8 @@ class Transcript:
         return [("class:status.busy", label), ("class:status.detail", run)]
 
     def queue_lines(self) -> list[Line]:
-        """The pending queue: a header with the counts, then one line per message."""
+        """The pending queue: the counts, one line per message (5 at most), and
+        while idle the hint that Enter on an empty input sends it."""
         items = self.queued
         if not items:
             return []
@@ -201,19 +261,16 @@ class Transcript:
             counts.append(f"{len(self.steering)} steering")
         if self.follow_up:
             counts.append(f"{len(self.follow_up)} follow-up")
-        if self.running:
-            head: Line = [("class:queue.head", f"queued: {', '.join(counts)}")]
-        else:
-            head = [
-                ("class:queue.head", f"queue kept: {', '.join(counts)}"),
-                ("class:queue.hint", f" · {KEPT_QUEUE_HINT}"),
-            ]
-        lines = [head]
+        word = "queued" if self.running else "queue kept"
+        lines: list[Line] = [[("class:queue.head", f"{word}: {', '.join(counts)}")]]
         for item in items[:5]:
             mark = "↪ steer" if item.lane == "steering" else "⏎ follow-up"
-            lines.append([("class:queue.lane", f"  {mark}: "), ("class:queue.item", item.text)])
+            preview = one_line(item.text)
+            lines.append([("class:queue.lane", f"  {mark}: "), ("class:queue.item", preview)])
         if len(items) > 5:
             lines.append([("class:queue.lane", f"  … {len(items) - 5} more")])
+        if not self.running:
+            lines.append([("class:queue.hint", f"  {KEPT_QUEUE_HINT} · Alt+↑ edits it")])
         return lines
 
     # -- writing (the session) ------------------------------------------------
@@ -251,7 +308,7 @@ class Transcript:
         label = f"{WHO_LABEL[who]}> "
         indent = " " * len(label)
         for index, row in enumerate(printable(text).split("\n")):
-            prefix = (f"class:who.{who}", label) if index == 0 else ("", indent)
+            prefix = (f"class:who.{who} {HANG}", label) if index == 0 else (HANG, indent)
             self._commit([prefix, ("class:user", row)])
         self._set_phase("waiting")
         self.on_change()
@@ -331,13 +388,13 @@ class Transcript:
             style, mark = "class:tool.ok", "✓"
         rows = printable(result).strip("\n").split("\n") or [""]
         head = f"  {mark} {printable(name)}: "
-        self._commit([(style, head), ("class:tool.result", rows[0])])
+        self._commit([(f"{style} {HANG}", head), ("class:tool.result", rows[0])])
         indent = " " * len(head)
         for row in rows[1:TOOL_RESULT_LINES]:
-            self._commit([("", indent), ("class:tool.result", row)])
+            self._commit([(HANG, indent), ("class:tool.result", row)])
         if len(rows) > TOOL_RESULT_LINES:
             more = len(rows) - TOOL_RESULT_LINES
-            self._commit([("", indent), ("class:tool.more", f"… {more} more lines")])
+            self._commit([(HANG, indent), ("class:tool.more", f"… {more} more lines")])
         self.on_change()
 
     def queue_changed(self, items: Iterable[QueueItem]) -> None:
@@ -360,15 +417,16 @@ class Transcript:
         """Commit the leading rows of a live line taller than ``max_rows``.
 
         A reply that streams a long paragraph without a newline would outgrow
-        the screen; its first rows, cut exactly where the terminal wraps them,
-        go to the scrollback and the live part keeps its last row.
+        the screen; its first rows, cut where :func:`wrap_rows` cuts them (the
+        view wraps printed and live lines alike), go to the scrollback and the
+        live part keeps its last row.
         """
         if self._block is None or not self._partial or width < 1:
             return
         text = "".join(self._partial)
         if len(text) <= max_rows:  # a row holds one character at least
             return
-        rows = split_rows(text, width)
+        rows = wrap_rows(text, width)
         if len(rows) <= max_rows:
             return
         self._commit([(BLOCK_STYLE[self._block], "".join(rows[:-1]))])
