@@ -208,7 +208,11 @@ class ChatView:
     def _hints(self) -> list[str]:
         """Key hints for the state we are in, longest first."""
         if self.session.running:
-            return ["Enter steer · Alt+Enter follow-up · Alt+I interrupt · Esc abort", "Esc abort"]
+            return [
+                "Enter steer · Alt+Enter follow-up · Alt+I interrupt · Esc abort",
+                "Enter steer · Alt+Enter follow-up · Esc abort",
+                "Esc abort",
+            ]
         if self.transcript.queued:
             return ["Enter send queue · Alt+↑ edit queue · Ctrl+D quit", "Enter send queue"]
         return ["Enter send · Alt+Enter queue · Ctrl+J newline · Ctrl+D quit", "Ctrl+D quit"]
