@@ -21,6 +21,7 @@ from .terminal import Terminal
 STEERLINE = str(Path(sys.executable).parent / "steerline")
 ENTER, ALT_ENTER, ALT_I, ESC = "\r", "\x1b\r", "\x1bi", "\x1b"
 CTRL_J, CTRL_C, CTRL_D = "\n", "\x03", "\x04"
+SHIFT_ENTER_CSI_U = "\x1b[13;2u"  # Shift+Enter from terminals that report modified keys
 KEPT_HINT = "Enter on an empty input sends the kept queue"
 
 
@@ -142,13 +143,14 @@ def test_ctrl_c_on_an_empty_input_quits(stub_term: Terminal) -> None:
 
 def test_newline_key_then_enter_while_running_steers(demo_chat: Terminal) -> None:
     term = demo_chat
-    term.send("hello" + CTRL_J + '/call sleep {"seconds": 2}')
-    term.wait_for(lambda t: '  /call sleep {"seconds": 2}' in t.lines())
+    term.send("hello" + CTRL_J + '/call sleep {"seconds": 2}' + SHIFT_ENTER_CSI_U + "world")
+    term.wait_for(lambda t: "  world" in t.lines())
     term.send(ENTER)
     term.wait_for("you> hello")
     lines = term.lines()
     at = lines.index("you> hello")
-    assert lines[at + 1] == '     /call sleep {"seconds": 2}'  # its own line, sent as one message
+    # each on its own line, sent as one message
+    assert lines[at + 1 : at + 3] == ['     /call sleep {"seconds": 2}', "     world"]
     term.wait_for("⚙ tool running: sleep")
     term.send("change of plan" + ENTER)
     term.wait_for("↪ steer: change of plan")
@@ -156,7 +158,7 @@ def test_newline_key_then_enter_while_running_steers(demo_chat: Terminal) -> Non
     term.wait_for("Echo: change of plan")
     term.wait_for("■ completed")
     text = term.text()
-    assert text.index("Echo: hello") < text.index('⚙ sleep {"seconds": 2}')
+    assert text.index("Echo: hello\nworld") < text.index('⚙ sleep {"seconds": 2}')
     assert text.index("✓ sleep: slept 2s") < text.index("steer> change of plan")  # after_tool
 
 
@@ -182,11 +184,12 @@ def test_alt_enter_queues_a_follow_up_and_alt_i_interrupts(demo_chat: Terminal) 
 def test_the_demo_reply_streams_with_reasoning_and_survives_quitting(demo_chat: Terminal) -> None:
     term = demo_chat
     words = " ".join(f"w{i}" for i in range(40))
-    term.send("/delay 50" + CTRL_J + "/think a b c d e f g h" + CTRL_J + words + ENTER)
+    thought = "a b c d e f g h i j k l m n o p q r s t"
+    term.send("/delay 50" + CTRL_J + "/think " + thought + CTRL_J + words + ENTER)
     term.wait_for("✻ thinking")
     term.wait_for("Echo: w0 w1")
     term.send(CTRL_D)  # quit while it streams: aborted, and what streamed stays
     assert term.wait_exit() == 0
     term.wait_for("■ aborted")
-    assert "a b c d e f g h" in term.text()
+    assert thought in term.words()
     assert f"Echo: {words}" not in term.words()  # the reply was cut
