@@ -2,7 +2,10 @@
 
 Text streams as it arrives, reasoning is dimmed, tool calls are shown with
 their arguments and results. Only the deltas are printed, so the output is
-the same whether the model is fast or slow.
+the same whether the model is fast or slow. Control characters from the
+agent are shown as ``^X`` (:func:`~steerline.cli.transcript.printable`), so
+they cannot drive the terminal. (``steerline chat`` renders through
+:mod:`steerline.cli.transcript` instead.)
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 
+from steerline.cli.transcript import printable
 from steerline.core.events import (
     AgentEnd,
     AgentEvent,
@@ -23,6 +27,11 @@ from steerline.core.events import (
     ToolExecutionUpdate,
 )
 from steerline.core.messages import UserMessage
+
+
+def escape(text: str) -> str:
+    """Agent text made safe for rich markup and for the terminal."""
+    return _markup_escape(printable(text))
 
 
 class EventPrinter:
