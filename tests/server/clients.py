@@ -52,6 +52,12 @@ def payload(event: Envelope) -> dict[str, Any]:
     return value
 
 
+def result_text(tool_payload: dict[str, Any]) -> str:
+    """The text inside a ``tool_result`` (a JSON string ``[{"content": …}]``)."""
+    parts = json.loads(tool_payload["tool_result"])
+    return "".join(part["content"] for part in parts)
+
+
 def seqs(events: list[Envelope]) -> list[int]:
     return [e["seq"] for e in events]
 

@@ -30,6 +30,7 @@ from tests.server.clients import (
     open_stream,
     payload,
     read_log,
+    result_text,
     text_of,
     wait_idle,
 )
@@ -66,7 +67,10 @@ def is_sleep_started(event: Envelope) -> bool:
 
 
 def tool_result(events: list[Envelope], tool_name: str) -> dict[str, object]:
-    return payload(first(events, "tool_call_completed", tool_name=tool_name))
+    """The tool_call_completed payload, its ValueCell-encoded result decoded."""
+    value = dict(payload(first(events, "tool_call_completed", tool_name=tool_name)))
+    value["tool_result"] = result_text(value)
+    return value
 
 
 def after_steer(events: list[Envelope], content: str) -> list[Envelope]:
@@ -172,7 +176,7 @@ async def test_steer_after_tool_skips_calls_behind_the_parallel_cap(server: Runn
         assert response.status_code == 202
         events = await stream.finish()
     completed = [payload(e) for e in events if e["event"] == "tool_call_completed"]
-    assert [c["tool_result"] for c in completed if c["tool_name"] == "sleep"] == ["slept 1s"] * 8
+    assert [result_text(c) for c in completed if c["tool_name"] == "sleep"] == ["slept 1s"] * 8
     assert tool_result(events, "echo")["skipped"] is True
     after_steer(events, "enough")
 

@@ -91,7 +91,7 @@ def check_valuecell_run(events: list[Envelope], conversation_id: str) -> None:
     assert payload(result) == {
         "tool_call_id": payload(call)["tool_call_id"],
         "tool_name": "calculator",
-        "tool_result": "42",
+        "tool_result": '[{"content": "42"}]',  # as ValueCell's server encodes it
         "is_error": False,
         "skipped": False,
     }

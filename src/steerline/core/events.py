@@ -50,7 +50,11 @@ class QueuedMessageView(msgspec.Struct, kw_only=True, omit_defaults=True):
     created_at: float = 0.0
 
 
-class _Event(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+class _Event(msgspec.Struct, tag_field="type", kw_only=True):
+    """Every field is always encoded, defaults too (``is_error: false``,
+    ``skipped: false``): SPEC §2.6 names them, and a consumer in another
+    language should not have to know our defaults."""
+
     seq: int = 0
     run_id: str = ""
 

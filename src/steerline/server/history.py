@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -77,9 +78,22 @@ def _merge(item: dict[str, Any], event: str, payload: dict[str, Any], meta: dict
     elif event == "tool_call_completed":
         item.update(
             tool_name=payload.get("tool_name"),
-            result=payload.get("tool_result"),
+            result=_tool_result_text(payload.get("tool_result")),
             is_error=payload.get("is_error", False),
             skipped=payload.get("skipped", False),
         )
     else:
         item.update(payload)
+
+
+def _tool_result_text(value: Any) -> Any:
+    """The result text inside ValueCell's ``[{"content": …}]`` JSON string."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parts = json.loads(value)
+    except ValueError:
+        return value
+    if isinstance(parts, list) and all(isinstance(p, dict) for p in parts):
+        return "".join(str(p.get("content", "")) for p in parts)
+    return value

@@ -40,7 +40,7 @@ from steerline.service.state import (
     decode_queued,
     encode_inbox,
 )
-from steerline.wire.envelope import WireEvent, encode_unsealed, thread_message_id
+from steerline.wire.envelope import WireEvent, encode_unsealed, thread_id_of, thread_message_id
 from steerline.wire.translate import conversation_started
 
 logger = logging.getLogger("steerline.service")
@@ -273,23 +273,30 @@ class ConversationService:
             raise
         return conversation
 
-    async def _unfinished_run(self, record: ConversationRecord) -> str | None:
+    async def _unfinished_run(self, record: ConversationRecord) -> tuple[str, str | None] | None:
         """The run a dead process left without its ``done``, if any.
 
         The record says "running" until its change commits, which may be just
         after the run's ``done`` did: then there is nothing to end (ending it
         again would write a second ``done``). A run that logged events after
         the last ``done`` is the one to end, whatever the record names; a run
-        the record names that logged nothing at all is ended too.
+        the record names that logged nothing at all is ended too. Returns the
+        run id and its last thread id (the failure belongs to that thread).
         """
         since_done = await self._events_since_last_done(record.id)
         last_done = since_done[0] if since_done and since_done[0].event == "done" else None
         for event in reversed(since_done):
             if event.event != "done" and event.run_id:
-                return event.run_id  # a run logged events after the last done
+                run_id = event.run_id  # a run logged events after the last done
+                threads = [
+                    thread_id_of(e.envelope)
+                    for e in since_done
+                    if e.event == "thread_started" and e.run_id == run_id
+                ]
+                return run_id, threads[-1] if threads else None
         if last_done is not None and last_done.run_id == record.active_run_id:
             return None
-        return record.active_run_id or new_id("run")
+        return record.active_run_id or new_id("run"), None
 
     async def _events_since_last_done(self, conversation_id: str) -> list[StoredEvent]:
         """The log from its last ``done`` on (or all of it without one),
@@ -382,11 +389,17 @@ class ConversationService:
             if record is None:
                 continue
             conversation = await self._load(record)
-            run_id = await self._unfinished_run(record)
-            if run_id is not None:
+            unfinished = await self._unfinished_run(record)
+            if unfinished is not None:
+                run_id, thread_id = unfinished
                 conversation.translator.run_failed(
-                    run_id, "run_lost", "the process running this task stopped unexpectedly"
+                    run_id,
+                    "run_lost",
+                    "the process running this task stopped unexpectedly",
+                    thread_id,
                 )
+            else:
+                run_id = record.active_run_id or ""
             record.status = "idle"
             record.active_run_id = None
             record.owner = None

@@ -68,6 +68,7 @@ class _ThreadMeta(msgspec.Struct):
 
 class _ThreadData(msgspec.Struct):
     metadata: _ThreadMeta | None = None
+    thread_id: str | None = None
 
 
 class _ThreadStarted(msgspec.Struct):
@@ -84,3 +85,11 @@ def thread_message_id(envelope: bytes) -> str | None:
     except msgspec.DecodeError:
         return None
     return metadata.message_id if metadata is not None else None
+
+
+def thread_id_of(envelope: bytes) -> str | None:
+    """The ``thread_id`` of a stored envelope."""
+    try:
+        return _thread_started.decode(envelope).data.thread_id
+    except msgspec.DecodeError:
+        return None

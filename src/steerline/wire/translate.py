@@ -14,6 +14,7 @@ Decisions where the spec is silent (see docs/protocol.md):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +77,17 @@ def conversation_started(conversation_id: str, agent_name: str) -> UnifiedRespon
     )
 
 
+def tool_result_json(result: str) -> str:
+    """A tool result as ValueCell's server sends it: the JSON text of
+    ``[{"content": result}]`` (ValueCell's tool card parses exactly that)."""
+    return json.dumps([{"content": result}], ensure_ascii=False)
+
+
+def _failed_payload(message: str) -> dict[str, Any]:
+    """``task_failed``'s payload (SPEC §3.2): ``content`` is what ValueCell's UI shows."""
+    return {"stop_reason": "error", "error": message, "content": message}
+
+
 class RunTranslator:
     """Translates one conversation's native events and hands them to ``sink``."""
 
@@ -122,11 +134,23 @@ class RunTranslator:
             payload={"message_id": message_id, "delivery": delivery, "position": position},
         )
 
-    def run_failed(self, run_id: str, code: str, message: str) -> None:
-        """End a run that cannot end by itself (its process died): SPEC §4 recovery."""
+    def run_failed(
+        self, run_id: str, code: str, message: str, thread_id: str | None = None
+    ) -> None:
+        """End a run that cannot end by itself (its process died): SPEC §4 recovery.
+
+        ``thread_id``: the run's last thread (recovery reads it from the log),
+        so ValueCell's UI attaches the failure to that thread, not a new one.
+        """
         self.task_id = run_id
-        self.emit(WireEvent.SYSTEM_FAILED, "system", payload={"code": code, "message": message})
-        self.emit(WireEvent.TASK_FAILED, "agent", payload={"error": message})
+        if thread_id is not None:
+            self.thread_id = thread_id
+        self.emit(
+            WireEvent.SYSTEM_FAILED,
+            "system",
+            payload={"code": code, "message": message, "content": message},
+        )
+        self.emit(WireEvent.TASK_FAILED, "agent", payload=_failed_payload(message))
         self.emit(WireEvent.DONE, "system", payload={"stop_reason": "error"})
         self.task_id = None
 
@@ -153,7 +177,7 @@ class RunTranslator:
                 payload={
                     "tool_call_id": event.tool_call_id,
                     "tool_name": event.tool_name,
-                    "tool_result": event.result,
+                    "tool_result": tool_result_json(event.result),
                     "is_error": event.is_error,
                     "skipped": event.skipped,
                 },
@@ -179,13 +203,16 @@ class RunTranslator:
             )
         elif isinstance(event, AgentStart):
             self.task_id = event.run_id
+            self.thread_id = None  # the run's threads start with its first message
             self.emit(WireEvent.TASK_STARTED, "agent")
         elif isinstance(event, AgentEnd):
-            payload: dict[str, Any] = {"stop_reason": event.stop_reason}
             # an aborted run carries "Request was aborted" natively; on the wire
             # only a failure has an error (a client shows task_cancelled as such)
-            if event.error_message and event.stop_reason == "error":
-                payload["error"] = event.error_message
+            payload: dict[str, Any] = (
+                _failed_payload(event.error_message or "the run failed")
+                if event.stop_reason == "error"
+                else {"stop_reason": event.stop_reason}
+            )
             self.emit(_END_EVENT[event.stop_reason], "agent", payload=payload)
             self.emit(WireEvent.DONE, "system", payload={"stop_reason": event.stop_reason})
             self.task_id = None
