@@ -83,7 +83,7 @@ async def test_serve_config_streams_an_openai_compatible_agent(stub: Stub, tmp_p
         names = [e["event"] for e in events]
         assert names[0] == "conversation_started" and names[-1] == "done"
         completed = next(e for e in events if e["event"] == "tool_call_completed")
-        assert completed["data"]["payload"]["tool_result"] == "42"
+        assert completed["data"]["payload"]["tool_result"] == '[{"content": "42"}]'
         text = "".join(
             e["data"]["payload"]["content"] for e in events if e["event"] == "message_chunk"
         )

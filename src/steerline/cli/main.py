@@ -179,9 +179,6 @@ def chat(
     """
     from steerline.cli.chat import chat as run_chat
 
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        typer.echo("error: steerline chat needs a terminal (scripts: steerline run)", err=True)
-        raise typer.Exit(2)
     loaded = _load_config(config)
 
     async def main() -> None:
@@ -194,6 +191,10 @@ def chat(
         except SteerlineError as exc:
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(2) from None
+        # after the checks: a wrong config says so even without a terminal
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            typer.echo("error: steerline chat needs a terminal (scripts: steerline run)", err=True)
+            raise typer.Exit(2)
         try:
             model = f"{chosen.provider} {chosen.model}" if chosen.model else chosen.provider
             await run_chat(built, title=f"agent {chosen.name} ({model}, in-process)")
