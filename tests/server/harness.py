@@ -20,6 +20,7 @@ import httpx2
 import uvicorn
 
 from steerline.server.app import ServerState, create_app
+from steerline.server.serving import uvicorn_options
 from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry
 
@@ -75,7 +76,12 @@ def start_server(
 
     app = create_app(settings, registry=registry, on_startup=[remember_loop])
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level=log_level, lifespan="on", ws="websockets-sansio"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        **uvicorn_options(settings),  # the options `steerline serve` runs with
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

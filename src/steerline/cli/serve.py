@@ -23,6 +23,7 @@ import uvicorn
 from steerline.config import ConfigError, SteerlineConfig, check_agent
 from steerline.core.errors import SteerlineError
 from steerline.server.app import ServerState, create_app
+from steerline.server.serving import uvicorn_options
 from steerline.server.settings import ServerSettings, check_bind
 
 
@@ -109,6 +110,6 @@ def serve(settings: ServerSettings, config: SteerlineConfig | None = None) -> No
         port=settings.port,
         log_level="info",
         timeout_graceful_shutdown=int(settings.service.shutdown_grace) + 5,
-        ws_max_size=1024 * 1024,
+        **uvicorn_options(settings),  # header/keep-alive timeouts, WebSocket limits
     )
     _DrainingServer(uvicorn_config, state).run(sockets=[sock])

@@ -20,6 +20,10 @@ from steerline.transports.tail import StreamSettings
 _LIMITS: dict[str, tuple[str, str]] = {
     "max_body_bytes": ("server", "max_body_bytes"),
     "auth_failures_per_minute": ("server", "auth_failures_per_minute"),
+    "header_timeout": ("server", "header_timeout"),
+    "body_timeout": ("server", "body_timeout"),
+    "keep_alive_timeout": ("server", "keep_alive_timeout"),
+    "max_drain_bytes": ("server", "max_drain_bytes"),
     "max_streams_per_tenant": ("tenant", "max_streams"),
     "requests_per_minute": ("tenant", "requests_per_minute"),
     "ping_interval": ("stream", "ping_interval"),

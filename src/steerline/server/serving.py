@@ -1,5 +1,9 @@
 """How uvicorn runs the app: its log filter and its options (``steerline serve``, tests).
 
+:func:`uvicorn_options` adds what uvicorn lacks: a header timeout (see
+:func:`header_timeout_protocol`); the keep-alive timeout and the WebSocket
+message limit come from the settings too.
+
 uvicorn's loggers get one filter (installed by :func:`create_app` and again by
 ``steerline serve``; idempotent):
 
@@ -13,9 +17,17 @@ uvicorn's loggers get one filter (installed by :func:`create_app` and again by
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 from urllib.parse import unquote_plus
+
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
+
+from steerline.server.settings import ServerSettings
+from steerline.transports.websocket import MAX_FRAME_BYTES
 
 REDACTED = "[redacted]"
 SECRET_PARAMETERS = frozenset({"access_token"})
@@ -82,3 +94,95 @@ def install_log_filter() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, UvicornLogFilter) for f in logger.filters):
             logger.addFilter(UvicornLogFilter())
+
+
+# -- uvicorn options -------------------------------------------------------------
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"content-type: application/json\r\n"
+    b"content-length: %d\r\n"
+    b"connection: close\r\n\r\n%s"
+)
+
+
+def header_timeout_protocol(base: type[asyncio.Protocol], timeout: float) -> type[Any]:
+    """uvicorn's HTTP protocol ``base`` (httptools or h11) with a header timeout.
+
+    uvicorn has none: a client that opens a connection and sends nothing, or
+    half a request line and then a header every few seconds (slowloris), holds
+    the connection forever (``timeout_keep_alive`` only runs between requests
+    and any byte stops it). Here a timer runs from the connection's start and
+    from the end of each response; if no request has begun its handling by
+    then (its headers are not complete), a client that sent part of one gets a
+    408 JSON error, and the connection is closed.
+    """
+
+    class HeaderTimeoutProtocol(base):  # type: ignore[valid-type,misc]
+        _header_timer: asyncio.TimerHandle | None = None
+        _partial = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def data_received(self, data: bytes) -> None:
+            self._partial = True
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._partial = False
+            self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_header_timer()
+            super().connection_lost(exc)
+
+        def _arm_header_timer(self) -> None:
+            self._cancel_header_timer()
+            self._header_timer = self.loop.call_later(timeout, self._header_timeout)
+
+        def _cancel_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            transport = self.transport
+            if transport is None or transport.is_closing() or transport.get_protocol() is not self:
+                return  # closed, or upgraded to a WebSocket
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                return  # a request is being handled: its headers arrived in time
+            if self._partial:
+                body = json.dumps(
+                    {
+                        "error": {
+                            "code": "request_timeout",
+                            "message": f"request headers not received within {timeout:g} s",
+                        }
+                    }
+                ).encode()
+                transport.write(_REQUEST_TIMEOUT % (len(body), body))
+            transport.close()
+
+    HeaderTimeoutProtocol.__name__ = f"HeaderTimeout{base.__name__}"
+    return HeaderTimeoutProtocol
+
+
+def uvicorn_options(settings: ServerSettings, http: str = "auto") -> dict[str, Any]:
+    """``uvicorn.Config`` keyword arguments for ``settings`` (``steerline serve`` and
+    the test harness run the app with the same ones)."""
+    base = import_from_string(HTTP_PROTOCOLS[http])
+    return {
+        "http": header_timeout_protocol(base, settings.header_timeout),
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "ws": "websockets-sansio",
+        # frames over MAX_FRAME_BYTES get an error frame and the socket stays open;
+        # only beyond this does the protocol itself close the socket (1009)
+        "ws_max_size": WS_PROTOCOL_MAX_BYTES,
+    }
+
+
+WS_PROTOCOL_MAX_BYTES = 4 * MAX_FRAME_BYTES

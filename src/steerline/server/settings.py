@@ -35,6 +35,17 @@ class ServerSettings:
     auth_failures_per_minute: int = 30
     """Failed authentications per client address (token bucket, bursts up to this);
     beyond it every request from that address is 429 until the bucket refills."""
+    header_timeout: float = 20.0
+    """Seconds from a connection's start (or its previous response) to a complete
+    request head; then 408 and the connection is closed (slowloris)."""
+    body_timeout: float = 30.0
+    """Seconds from a request's head to the end of its body; then 408."""
+    keep_alive_timeout: float = 5.0
+    """Seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``)."""
+    max_drain_bytes: int = 16 * 1024 * 1024
+    """A body over ``max_body_bytes`` gets its 413 at once and is then read and
+    discarded up to this many bytes, so the close that follows does not reset the
+    connection before the client read the 413."""
     tenant_limits: TenantLimits = field(default_factory=TenantLimits)
     stream: StreamSettings = field(default_factory=StreamSettings)
     service: ServiceLimits = field(default_factory=ServiceLimits)
