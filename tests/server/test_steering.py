@@ -7,6 +7,7 @@ tests also register ``demo-seq``, the demo model with sequential tools.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -375,8 +376,13 @@ async def test_duplicate_message_id_queues_nothing(server: RunningServer) -> Non
         events = await stream.finish()
     assert one.json()["duplicate"] is False
     assert two.status_code == 202 and two.json()["duplicate"] is True
+    # a repeated message_id answers the same stream again (SPEC §3.4), queues nothing
     assert again.status_code == 200
-    assert again.json() == {"conversation_id": cid, "message_id": "same", "duplicate": True}
+    replay = [json.loads(line[6:]) for line in again.text.splitlines() if line.startswith("data: ")]
+    assert replay[0]["event"] == "message_queued"
+    assert payload(replay[0])["message_id"] == "same"
+    assert replay[-1]["event"] == "done"
+    assert replay == [e for e in events if e["seq"] >= replay[0]["seq"]][: len(replay)]
     assert [payload(e).get("content") for e in events].count("once") == 1
 
 

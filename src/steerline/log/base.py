@@ -240,6 +240,10 @@ class EventLog(abc.ABC):
     async def get_items(self, conversation_id: str, collection: str) -> list[tuple[str, bytes]]:
         """The committed items of a collection, in insertion order."""
 
+    @abc.abstractmethod
+    async def get_item(self, conversation_id: str, collection: str, key: str) -> bytes | None:
+        """One committed item, or None."""
+
     def release(self, conversation_id: str) -> None:
         """Drop what is cached in memory for a conversation nobody is using
         (its hot tail); it is read from storage again when needed."""

@@ -146,3 +146,6 @@ class MemoryEventLog(EventLog):
 
     async def get_items(self, conversation_id: str, collection: str) -> list[tuple[str, bytes]]:
         return list(self._items.get((conversation_id, collection), {}).items())
+
+    async def get_item(self, conversation_id: str, collection: str, key: str) -> bytes | None:
+        return self._items.get((conversation_id, collection), {}).get(key)

@@ -637,6 +637,15 @@ class SqliteEventLog(EventLog):
         )
         return [(str(key), bytes(value)) for key, value in rows]
 
+    async def get_item(self, conversation_id: str, collection: str, key: str) -> bytes | None:
+        row = await self._query(
+            lambda conn: conn.execute(
+                "SELECT value FROM items WHERE conversation_id = ? AND collection = ? AND key = ?",
+                (conversation_id, collection, key),
+            ).fetchone()
+        )
+        return bytes(row[0]) if row is not None else None
+
     def release(self, conversation_id: str) -> None:
         tail = self._tails.get(conversation_id)
         if tail is not None:

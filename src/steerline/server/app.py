@@ -35,7 +35,12 @@ from steerline.server.metrics import Metrics
 from steerline.server.serving import install_log_filter
 from steerline.server.settings import ServerSettings, is_loopback_address
 from steerline.service.agents import AgentRegistry
-from steerline.service.conversation import Conversation, check_message_size, check_submit_mode
+from steerline.service.conversation import (
+    Acceptance,
+    Conversation,
+    check_message_size,
+    check_submit_mode,
+)
 from steerline.service.service import ConversationService
 from steerline.transports.framing import choose_framing
 from steerline.transports.http_stream import LogStreamResponse
@@ -122,6 +127,15 @@ def _parse_event_id(value: str | None, source: str) -> int | None:
     if not _EVENT_ID.fullmatch(value) or int(value) > MAX_INT:
         raise HTTPError(400, "invalid_event_id", f"{source} must be an integer from 0 to {MAX_INT}")
     return int(value)
+
+
+def _resume_point(request: Request) -> int | None:
+    """``Last-Event-ID`` or ``?after=`` (the header wins: a reconnecting
+    EventSource repeats its original URL, ``after=`` included)."""
+    header = _parse_event_id(request.headers.get("last-event-id"), "Last-Event-ID")
+    if header is not None:
+        return header
+    return _parse_event_id(request.query_params.get("after"), "after")
 
 
 def _state(request: Request) -> ServerState:
@@ -302,41 +316,43 @@ def create_app(
         tenant_name: Tenant,
         on_disconnect: str = "continue",
     ) -> Response | _StreamingEndpoint:
-        """Send a message and stream the conversation until the run handling it is done."""
+        """Send a message and stream the conversation until the run handling it is done.
+
+        A repeated ``message_id`` queues nothing and answers the same stream
+        again (after ``Last-Event-ID`` / ``after`` when given); ``Last-Event-ID``
+        without a new ``message_id`` on an existing conversation is a resume.
+        An empty ``conversation_id`` (ValueCell's UI for a new chat) means new.
+        """
         mode = check_submit_mode(body.mode)
-        if body.conversation_id is not None:
+        conversation_id = body.conversation_id or None
+        if conversation_id is not None:
             # fullmatch: "$" of match() also matches before a final newline
-            if not _CONVERSATION_ID.fullmatch(body.conversation_id):
+            if not _CONVERSATION_ID.fullmatch(conversation_id):
                 raise HTTPError(400, "invalid_value", "conversation_id has invalid characters")
-            _check_conversation_id(body.conversation_id)
+            _check_conversation_id(conversation_id)
+        resume_from = _resume_point(request)
         service = state.conversations
         release = state.gate.open_stream(tenant_name)
         release()  # only checks that a slot is free before the message is accepted
         # before get_or_create: a refused message must not create a conversation
         check_message_size(body.query, settings.service.inbox.max_message_bytes)
-        conv, created = await service.get_or_create(
-            tenant_name, body.conversation_id, body.agent_name
-        )
+        conv, created = await service.get_or_create(tenant_name, conversation_id, body.agent_name)
+        is_retry = body.message_id is not None and conv.agent.inbox.is_duplicate(body.message_id)
+        if resume_from is not None and not created and (body.message_id is None or is_retry):
+            await _check_resume_point(conv, resume_from)
+            if body.message_id is None:  # a resume of the conversation's stream
+                plan = _join_plan(conv, resume_from, follow=False)
+                return stream(request, tenant_name, conv, plan, on_disconnect)
         acceptance = await conv.submit(
             body.query,
             mode=mode,
             message_id=body.message_id,
             priority=body.priority,
             start_if_idle=True,
+            fresh=created,
         )
-        if acceptance.duplicate:
-            return JSONResponse(
-                {
-                    "conversation_id": conv.id,
-                    "message_id": acceptance.message_id,
-                    "duplicate": True,
-                }
-            )
-        plan = StreamPlan(
-            after=0 if created else acceptance.after,
-            stop="first_done",
-            start_run_id=None if created else acceptance.start_run_id,
-        )
+        after = acceptance.after if resume_from is None else max(resume_from, acceptance.after)
+        plan = _message_plan(conv, acceptance, after)
         return stream(request, tenant_name, conv, plan, on_disconnect)
 
     @app.get(f"{api}/conversations/{{conversation_id}}/stream", tags=["streams"])
@@ -350,28 +366,49 @@ def create_app(
     ) -> _StreamingEndpoint:
         """Join or resume: replay the events after ``Last-Event-ID``/``after``, then live."""
         state.conversations.check_writable()  # the stream would end at once with a hint
-        header = _parse_event_id(request.headers.get("last-event-id"), "Last-Event-ID")
-        start = header if header is not None else _parse_event_id(after, "after")
-        oldest = await state.log.oldest_seq(conv.id)
-        committed = state.log.committed_seq(conv.id)
+        start = _resume_point(request)
         if start is None:
-            start = max(0, oldest - 1)
-        elif oldest and start + 1 < oldest:
+            start = max(0, await state.log.oldest_seq(conv.id) - 1)
+        else:
+            await _check_resume_point(conv, start)
+        return stream(request, tenant_name, conv, _join_plan(conv, start, follow), on_disconnect)
+
+    async def _check_resume_point(conv: Conversation, after: int) -> None:
+        """409 for an id older than the retained log, 400 for one not yet written."""
+        oldest = await state.log.oldest_seq(conv.id)
+        if oldest and after + 1 < oldest:
             raise HTTPError(
                 409,
                 "resume_too_old",
-                f"event {start} is older than the retained log (oldest kept: {oldest}); "
+                f"event {after} is older than the retained log (oldest kept: {oldest}); "
                 "fetch /history and stream from its last_seq",
             )
-        elif start > committed:
-            raise HTTPError(400, "invalid_event_id", f"no event {start} in this conversation")
+        if after > state.log.committed_seq(conv.id):
+            raise HTTPError(400, "invalid_event_id", f"no event {after} in this conversation")
+
+    def _join_plan(conv: Conversation, after: int, follow: bool) -> StreamPlan:
+        """Joining a conversation: to the end of the active run, or what is there."""
         if follow:
-            plan = StreamPlan(after=start, stop="never")
-        elif conv.busy and conv.record.active_run_id:
-            plan = StreamPlan(after=start, stop="run_done", run_id=conv.record.active_run_id)
-        else:
-            plan = StreamPlan(after=start, stop="caught_up", until_seq=committed)
-        return stream(request, tenant_name, conv, plan, on_disconnect)
+            return StreamPlan(after=after, stop="never")
+        if conv.busy and conv.record.active_run_id:
+            return StreamPlan(after=after, stop="run_done", run_id=conv.record.active_run_id)
+        return StreamPlan(after=after, stop="caught_up", until_seq=state.log.committed_seq(conv.id))
+
+    def _message_plan(conv: Conversation, acceptance: Acceptance, after: int) -> StreamPlan:
+        """A message's response: from its accepting event to the done of its run.
+
+        A repeated request gets the same slice (or its rest, after
+        ``Last-Event-ID``); a run that is over by now ends the slice at the
+        log's current end instead of waiting for a ``done`` that came already.
+        """
+        run_id = acceptance.start_run_id
+        live_runs = {conv.record.active_run_id if conv.busy else None, conv.next_run_id}
+        over = run_id not in live_runs if run_id is not None else not conv.busy
+        if acceptance.duplicate and over:
+            return StreamPlan(
+                after=after, stop="caught_up", until_seq=state.log.committed_seq(conv.id)
+            )
+        return StreamPlan(after=after, stop="first_done", start_run_id=run_id)
 
     @app.post(f"{api}/conversations/{{conversation_id}}/messages", status_code=202)
     async def post_message(conv: Conv, body: MessageRequest) -> dict[str, Any]:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import anyio
+import msgspec
 from msgspec import to_builtins
 
 from steerline.core.errors import (
@@ -115,6 +117,19 @@ class Acceptance:
     snapshot: InboxSnapshot | None = None
 
 
+_RECENT_ACCEPTANCES = 256
+"""Acceptance points kept in memory for quick re-POST answers; older ones
+are read from storage (they are stored with each id of the dedup window)."""
+
+
+class _AcceptancePoint(msgspec.Struct, omit_defaults=True):
+    after: int
+    run: str | None = None
+
+
+_acceptance_encoder = msgspec.json.Encoder()
+_acceptance_decoder = msgspec.json.Decoder(_AcceptancePoint)
+
 Spawner = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
@@ -158,6 +173,9 @@ class Conversation:
         self._persisted_queue: dict[str, tuple[Lane, int, int]] = {}
         self._since: dict[str, int] = {}
         """Stored queue items (queued or taken, not yet delivered) → their ``since``."""
+        self._recent: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
+        """Recently accepted ids → where their response stream starts."""
+        self._fresh = False
         self.viewers = 0
         """Open streams and sockets using this object (it is not unloaded meanwhile)."""
         self.last_used = time.monotonic()
@@ -240,6 +258,37 @@ class Conversation:
         }
         self._since = dict(since)
 
+    # -- where each accepted message's stream starts (re-POSTs answer it again) --
+    def _accepted(
+        self, message_id: str, after: int, start_run_id: str | None
+    ) -> tuple[int, str | None]:
+        """Remember (and store with its id) where this message's response starts."""
+        if self._fresh:  # the request created the conversation: from its first event
+            after, start_run_id = 0, None
+        self._recent[message_id] = (after, start_run_id)
+        while len(self._recent) > _RECENT_ACCEPTANCES:
+            self._recent.popitem(last=False)
+        value = _acceptance_encoder.encode(_AcceptancePoint(after=after, run=start_run_id))
+        self.log.put_item(self.id, SEEN_ITEMS, message_id, value)
+        return after, start_run_id
+
+    async def acceptance_of(self, message_id: str) -> Acceptance:
+        """The acceptance of a message already accepted: a repeated request with
+        its id answers the same stream again (SPEC §3.4)."""
+        point = self._recent.get(message_id)
+        if point is None:
+            stored = await self.log.get_item(self.id, SEEN_ITEMS, message_id)
+            if stored:
+                try:
+                    decoded = _acceptance_decoder.decode(stored)
+                    point = (decoded.after, decoded.run)
+                except msgspec.DecodeError:
+                    point = None
+        after, start_run_id = point if point is not None else (self.last_seq, None)
+        return Acceptance(
+            self.id, message_id, duplicate=True, after=after, start_run_id=start_run_id
+        )
+
     def _remember_id(self, message_id: str) -> None:
         self.log.put_item(self.id, SEEN_ITEMS, message_id, b"")
 
@@ -266,6 +315,11 @@ class Conversation:
         return detach
 
     @property
+    def next_run_id(self) -> str | None:
+        """The run that starts right after the active one (asked while it stopped)."""
+        return self._next.run_id if self._next is not None else None
+
+    @property
     def evictable(self) -> bool:
         return not self.busy and self.viewers == 0 and self._next is None
 
@@ -288,8 +342,12 @@ class Conversation:
         message_id: str | None = None,
         priority: int = 0,
         start_if_idle: bool = True,
+        fresh: bool = False,
     ) -> Acceptance:
         """Deliver a user message according to ``mode`` (SPEC §3.4).
+
+        ``fresh``: the request that sends it created the conversation, so its
+        response stream starts at ``conversation_started``.
 
         ``start_if_idle``: whether a message for an idle conversation starts a
         run (``/agents/stream`` always; ``/messages`` when ``auto_continue``
@@ -307,7 +365,8 @@ class Conversation:
         check_message_size(content, self.agent.inbox.limits.max_message_bytes)
         message_id = message_id or new_id("msg")
         if self.agent.inbox.is_duplicate(message_id):
-            return Acceptance(self.id, message_id, duplicate=True, after=self.last_seq)
+            return await self.acceptance_of(message_id)
+        self._fresh = fresh
         if not self.busy or self._stopping:
             if start_if_idle:
                 return await self._start(content, message_id)
@@ -325,11 +384,14 @@ class Conversation:
                 result = self.agent.follow_up(content, id=message_id, priority=priority)
         finally:
             self._announce = None
+        after = self._announced_seq - 1 if self._announced_seq else self.last_seq
+        after, start_run_id = self._accepted(message_id, after, None)
         await self.log.flush()
         return Acceptance(
             self.id,
             message_id,
-            after=self._announced_seq - 1 if self._announced_seq else self.last_seq,
+            after=after,
+            start_run_id=start_run_id,
             queued=True,
             position=result.position,
             snapshot=self.agent.queue_snapshot(),
@@ -371,6 +433,9 @@ class Conversation:
             self.idle = anyio.Event()
             self._mark_running(start.run_id)
             self._spawn(lambda: self._run_all(start))
+        start_run_id: str | None = start.run_id
+        if message_id is not None:
+            after, start_run_id = self._accepted(message_id, after, start.run_id)
         with anyio.CancelScope(shield=True):
             await self._save_record()  # also commits the remembered id before the answer
         return Acceptance(
@@ -378,7 +443,7 @@ class Conversation:
             message_id or "",
             run_id=start.run_id,
             after=after,
-            start_run_id=start.run_id,
+            start_run_id=start_run_id,
         )
 
     def _mark_running(self, run_id: str) -> None:

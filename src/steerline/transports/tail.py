@@ -48,7 +48,7 @@ class StreamPlan:
     after: int
     stop: StopRule = "never"
     start_run_id: str | None = None
-    """Skip events until this run's ``task_started`` (a response to a new run)."""
+    """Skip events until this run's first one (a response to a new run)."""
     run_id: str | None = None
     """With ``run_done``: end after this run's ``done``."""
     until_seq: int = 0
@@ -184,7 +184,9 @@ class LogTail:
         selected: list[StoredEvent] = []
         for event in batch:
             if not self._started:
-                if event.event == "task_started" and event.run_id == plan.start_run_id:
+                # the run's first event after ``after`` (its task_started, or
+                # any later one of it when resuming mid-run) opens the slice
+                if event.run_id is not None and event.run_id == plan.start_run_id:
                     self._started = True
                 else:
                     continue
