@@ -531,3 +531,13 @@ async def test_invalid_utf8_text_frame_closes_1007_without_an_error_log(
             assert socket.ws.close_code == 1007
     assert problems(records) == []
     assert any("Invalid UTF-8" in r.getMessage() for r in records)
+
+
+async def test_a_body_without_a_json_content_type_says_so(server: RunningServer) -> None:
+    async with client() as http:
+        for headers in ({}, {"content-type": "text/plain"}):
+            response = await http.post(
+                f"{server.api}/agents/stream", content=b'{"query": "hi"}', headers=headers
+            )
+            assert error_of(response, 415, "unsupported_media_type")
+            assert "Content-Type: application/json" in response.json()["error"]["message"]

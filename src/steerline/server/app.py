@@ -604,8 +604,21 @@ def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
         return count(steerline_error_response(exc), exc.code)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
+        content_type = request.headers.get("content-type", "")
+        body_error = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors)
+        if body_error and "json" not in content_type.lower():
+            # FastAPI ignores a body it was not told is JSON; say what is missing
+            return count(
+                error_response(
+                    415,
+                    "unsupported_media_type",
+                    "send the request body as JSON with 'Content-Type: application/json'"
+                    + (f" (got {content_type!r})" if content_type else " (none was sent)"),
+                ),
+                "unsupported_media_type",
+            )
         if any(e.get("type") == "json_invalid" for e in errors):
             return count(
                 error_response(400, "invalid_json", "request body is not valid JSON"),
