@@ -10,6 +10,7 @@ through the server's own loop. Everything else is the production path.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from typing import Any
 import anyio
 import h11
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from steerline.server.settings import ServerSettings
 from steerline.transports.tail import StreamSettings
@@ -31,12 +34,13 @@ from tests.server.clients import (
     in_server,
     names,
     new_conversation,
+    open_socket,
     open_stream,
     payload,
     read_log,
     text_of,
 )
-from tests.server.harness import RunningServer
+from tests.server.harness import RunningServer, problems, server_log
 
 pytestmark = pytest.mark.anyio
 
@@ -53,6 +57,28 @@ def slow_server(make_server: Callable[..., RunningServer]) -> RunningServer:
     )
 
 
+async def shrink_server_buffer(server: RunningServer, client_port: int) -> None:
+    """Shrink the send buffer of the server's end of the client's connection."""
+    uvicorn_server = server.server
+
+    async def shrink() -> bool:
+        for connection in uvicorn_server.server_state.connections:
+            transport: Any = getattr(connection, "transport", None)
+            if transport is None:
+                continue
+            peer = transport.get_extra_info("peername")
+            if peer and peer[1] == client_port:
+                sock = transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                return True
+        return False
+
+    async def found() -> bool:
+        return await in_server(server, shrink)
+
+    await eventually(found, what="the stalled viewer's connection")
+
+
 class StalledViewer:
     """A raw HTTP/1.1 client: sends the request, then reads only when told."""
 
@@ -66,6 +92,7 @@ class StalledViewer:
         self.http = h11.Connection(our_role=h11.CLIENT)
         self.stream = Stream(None, kind)
         self.status = 0
+        self.cut = False
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -81,32 +108,23 @@ class StalledViewer:
         await self._shrink_server_buffer(self.sock.getsockname()[1])
 
     async def _shrink_server_buffer(self, client_port: int) -> None:
-        uvicorn_server = self.server.server
+        await shrink_server_buffer(self.server, client_port)
 
-        async def shrink() -> bool:
-            for connection in uvicorn_server.server_state.connections:
-                transport: Any = getattr(connection, "transport", None)
-                if transport is None:
-                    continue
-                peer = transport.get_extra_info("peername")
-                if peer and peer[1] == client_port:
-                    sock = transport.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-                    return True
-            return False
-
-        async def found() -> bool:
-            return await in_server(self.server, shrink)
-
-        await eventually(found, what="the stalled viewer's connection")
-
-    async def read_to_end(self, trickle: bool = False) -> Stream:
+    async def read_to_end(self, trickle: bool = False, cut: bool = False) -> Stream:
         """Read everything the server writes until it closes the connection;
-        ``trickle`` reads like a client on a slow link (16 KiB per 10 ms)."""
+        ``trickle`` reads like a client on a slow link (16 KiB per 10 ms);
+        ``cut`` accepts a connection closed before the body's end (a client
+        that stopped reading for too long cannot be sent the end)."""
         loop = asyncio.get_running_loop()
         with anyio.fail_after(15):
             while True:
-                event = self.http.next_event()
+                try:
+                    event = self.http.next_event()
+                except h11.RemoteProtocolError:
+                    if not cut:
+                        raise
+                    self.cut = True
+                    break
                 if event is h11.NEED_DATA:
                     if trickle:
                         await anyio.sleep(0.01)  # the slow link, not a synchronisation
@@ -241,3 +259,113 @@ async def test_lagging_reader_is_dropped_with_a_hint(slow_server: RunningServer)
 
 async def _streams_are(server: RunningServer, count: int) -> bool:
     return len(server.state.streams) == count
+
+
+# -- a client that stops reading for longer than the server waits ---------------------------
+# The server gives a dropped viewer's hint a send timeout of its own; a client
+# paused longer (60 s, say) cannot be sent it: its socket is full. It still
+# sees the end of the stream when it reads again, and resumes from the last id
+# it received (docs/server.md, "Slow consumers").
+
+
+async def _slot_released(server: RunningServer) -> bool:
+    """The stream ended on the server's side: its handler returned."""
+    return server.state.gate.streams("default") == 0
+
+
+@pytest.mark.parametrize("kind", ["sse", "ndjson"])
+async def test_a_paused_viewer_still_sees_its_stream_end(
+    slow_server: RunningServer, kind: Kind
+) -> None:
+    server = slow_server
+    async with client() as http:
+        cid = await new_conversation(http, server)
+        base = (await http.get(f"{server.api}/conversations/{cid}")).json()["last_seq"]
+        paused = StalledViewer(
+            server, f"/api/v1/conversations/{cid}/stream?follow=true&after={base}", kind
+        )
+        try:
+            with server_log() as records:
+                await paused.connect()
+                await eventually(lambda: _streams_are(server, 1), what="the viewer is open")
+                response = await http.post(
+                    f"{server.api}/conversations/{cid}/messages", json={"content": FLOOD}
+                )
+                assert response.json()["run_id"]
+                # the server gave up on it entirely before it reads again
+                await eventually(lambda: _slot_released(server), what="the viewer dropped")
+                dropped = await paused.read_to_end(cut=True)
+        finally:
+            paused.close()
+        assert problems(records) == []
+        full = (await read_log(http, server, cid))[base:]
+    got = dropped.events
+    assert got and got[0]["seq"] == base + 1
+    assert_contiguous(got)
+    assert got[-1]["seq"] < full[-1]["seq"], "it was dropped before the end"
+    # it resumes from the last id it received and loses nothing
+    async with (
+        client() as http,
+        open_stream(
+            http,
+            "GET",
+            f"{server.api}/conversations/{cid}/stream",
+            headers={"Last-Event-ID": str(got[-1]["seq"])},
+            kind=kind,
+        ) as resumed,
+    ):
+        rest = await resumed.rest()
+    assert got + rest == full
+
+
+async def test_a_paused_websocket_is_closed_with_1013(slow_server: RunningServer) -> None:
+    server = slow_server
+    async with client() as http:
+        cid = await new_conversation(http, server)
+        base = (await http.get(f"{server.api}/conversations/{cid}")).json()["last_seq"]
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        host, port = server.url.removeprefix("http://").split(":")
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        # max_queue=1: the client library stops reading the socket once one
+        # message waits unread, so the server's writes block (without
+        # compression: the flood's frames would shrink to a few bytes each)
+        async with connect(
+            f"{server.ws}/conversations/{cid}/ws",
+            sock=sock,
+            max_queue=1,
+            compression=None,
+            open_timeout=15,
+        ) as ws:
+            await shrink_server_buffer(server, sock.getsockname()[1])
+            with server_log() as records:
+                response = await http.post(
+                    f"{server.api}/conversations/{cid}/messages", json={"content": FLOOD}
+                )
+                assert response.json()["run_id"]
+                await eventually(lambda: _slot_released(server), what="the socket dropped")
+                # it reads again: the events it was sent, then the close frame
+                events: list[dict[str, Any]] = []
+                with anyio.fail_after(15):
+                    try:
+                        while True:
+                            frame = json.loads(await ws.recv())
+                            if "seq" in frame:
+                                events.append(frame)
+                    except ConnectionClosed:
+                        pass
+            assert ws.close_code == 1013, (ws.close_code, ws.close_reason)
+        assert problems(records) == []
+        full = (await read_log(http, server, cid))[base:]
+    assert events and events[0]["seq"] == base + 1
+    assert_contiguous(events)
+    assert events[-1]["seq"] < full[-1]["seq"], "it was dropped before the end"
+    async with open_socket(server, cid) as resumed:
+        ack = await resumed.request(
+            {"type": "resume", "request_id": "r", "after": events[-1]["seq"]}
+        )
+        assert ack["type"] == "ack"
+        rest = await resumed.until("done")
+    assert events + rest == full[: len(events) + len(rest)]
+    assert rest[-1] == full[-1]

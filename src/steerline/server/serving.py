@@ -23,10 +23,11 @@ import logging
 from typing import Any
 from urllib.parse import unquote_plus
 
-from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.config import HTTP_PROTOCOLS, WS_PROTOCOLS
 from uvicorn.importer import import_from_string
 
 from steerline.server.settings import ServerSettings
+from steerline.transports.http_stream import response_abandoned
 from steerline.transports.websocket import MAX_FRAME_BYTES
 
 REDACTED = "[redacted]"
@@ -36,6 +37,9 @@ _UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
 _CLIENT_FAULTS = frozenset({"Invalid UTF-8 sequence received from client."})
 """uvicorn messages logged at ERROR that report what a client sent, not a fault
 of the server."""
+_UNFINISHED = "ASGI callable returned without completing response."
+"""uvicorn's line for a response left unfinished: INFO when a stream gave up on
+a client that stopped reading (``response_abandoned``), an ERROR otherwise."""
 
 
 def redact_query(text: str) -> str:
@@ -72,7 +76,10 @@ class UvicornLogFilter(logging.Filter):
             record.args = {key: _redact(value) for key, value in record.args.items()}
         if isinstance(record.msg, str):
             record.msg = _redact(record.msg)
-            if record.msg in _CLIENT_FAULTS and record.levelno > logging.INFO:
+            client_fault = record.msg in _CLIENT_FAULTS or (
+                record.msg == _UNFINISHED and response_abandoned.get()
+            )
+            if client_fault and record.levelno > logging.INFO:
                 if record.exc_info and record.exc_info[1] is not None:
                     record.msg = f"{record.msg} ({record.exc_info[1]})"
                 record.levelno, record.levelname = logging.INFO, "INFO"
@@ -171,6 +178,44 @@ def header_timeout_protocol(base: type[asyncio.Protocol], timeout: float) -> typ
     return HeaderTimeoutProtocol
 
 
+def close_frame_protocol(base: type[asyncio.Protocol]) -> type[Any]:
+    """uvicorn's WebSocket protocol ``base`` whose close frame never waits.
+
+    uvicorn holds every send while the connection's write buffer is over its
+    high-water mark. A viewer dropped for not reading (SPEC §4, slow
+    consumers) would so never get its close frame, and would see an abnormal
+    close (1006) when it reads again. A close frame is a few bytes: it is
+    queued behind the unread data at once, so the client reads its events and
+    then 1013. (The connection is then closed once it is flushed, as uvicorn
+    does for any connection whose application ended.)
+    """
+
+    class CloseFrameProtocol(base):  # type: ignore[valid-type,misc]
+        _write_paused = False
+
+        def pause_writing(self) -> None:
+            self._write_paused = True
+            super().pause_writing()
+
+        def resume_writing(self) -> None:
+            self._write_paused = False
+            super().resume_writing()
+
+        async def send(self, message: Any) -> None:
+            if message["type"] != "websocket.close" or self.writable.is_set():
+                await super().send(message)
+                return
+            self.writable.set()  # the send below then waits for nothing
+            try:
+                await super().send(message)
+            finally:
+                if self._write_paused and not self.disconnected:
+                    self.writable.clear()
+
+    CloseFrameProtocol.__name__ = f"CloseFrame{base.__name__}"
+    return CloseFrameProtocol
+
+
 def uvicorn_options(settings: ServerSettings, http: str = "auto") -> dict[str, Any]:
     """``uvicorn.Config`` keyword arguments for ``settings`` (``steerline serve`` and
     the test harness run the app with the same ones)."""
@@ -178,7 +223,7 @@ def uvicorn_options(settings: ServerSettings, http: str = "auto") -> dict[str, A
     return {
         "http": header_timeout_protocol(base, settings.header_timeout),
         "timeout_keep_alive": settings.keep_alive_timeout,
-        "ws": "websockets-sansio",
+        "ws": close_frame_protocol(import_from_string(WS_PROTOCOLS["websockets-sansio"])),
         # frames over MAX_FRAME_BYTES get an error frame and the socket stays open;
         # only beyond this does the protocol itself close the socket (1009)
         "ws_max_size": WS_PROTOCOL_MAX_BYTES,

@@ -8,7 +8,9 @@ at less than half the throughput and patches uvicorn's shutdown on import.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import anyio
 from starlette.types import Message, Receive, Scope, Send
@@ -16,6 +18,13 @@ from starlette.types import Message, Receive, Scope, Send
 from steerline.log.base import StoredEvent
 from steerline.transports import framing
 from steerline.transports.tail import EndReason, LogTail
+
+logger = logging.getLogger("steerline.stream")
+
+response_abandoned: ContextVar[bool] = ContextVar("steerline_response_abandoned", default=False)
+"""Set in the request's task when a stream gave up on a client that stopped
+reading, so the server's "returned without completing response" line about it
+is logged at INFO (see :mod:`steerline.server.serving`)."""
 
 
 class _HttpSink:
@@ -106,7 +115,18 @@ class LogStreamResponse:
             if self.on_disconnect is not None:
                 self.on_disconnect()
         else:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0) as ending:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if ending.cancelled_caught:
+                # The client stopped reading: its socket is full, so neither the
+                # hint nor the end of the body can be written. Returning lets the
+                # server close the connection once what it buffered is read; the
+                # client sees a cut stream and resumes from the last id it got.
+                response_abandoned.set(True)
+                logger.info(
+                    "stream of %s ended unfinished: the client stopped reading "
+                    "(it resumes from the last id it received)",
+                    self.tail.conversation_id,
+                )
         if self.on_close is not None:
             self.on_close(reason, sink.events_sent)
