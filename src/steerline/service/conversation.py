@@ -176,6 +176,8 @@ class Conversation:
         self._recent: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
         """Recently accepted ids → where their response stream starts."""
         self._fresh = False
+        self._unsaved_ids: list[str] = []
+        """Accepted ids whose message is not stored yet (their item waits for it)."""
         self.viewers = 0
         """Open streams and sockets using this object (it is not unloaded meanwhile)."""
         self.last_used = time.monotonic()
@@ -202,6 +204,12 @@ class Conversation:
             self._stopping = True
         elif isinstance(event, AgentStart):
             self._stopping = False
+        if isinstance(event, QueueUpdate):
+            # State before events, ids last: whatever prefix of these writes a
+            # crash leaves, the log never tells of a message storage lacks, and
+            # an id is never a "duplicate" of a message that is not kept.
+            self.save_queue()
+            self._save_remembered_ids()
         if isinstance(event, QueueUpdate) and self._announce is not None:
             message_id, delivery = self._announce
             self._announce = None
@@ -214,8 +222,6 @@ class Conversation:
         if isinstance(event, MessageStart) and isinstance(event.message, UserMessage):
             # delivered: its thread_started is queued for commit just before this
             self._delivered(event.message.id)
-        elif isinstance(event, QueueUpdate):
-            self.save_queue()
         elif isinstance(event, TurnEnd | AgentEnd):
             self.log.put_state(self.id, CONTEXT_KEY, encode_context(self.agent.messages))
 
@@ -269,6 +275,8 @@ class Conversation:
         while len(self._recent) > _RECENT_ACCEPTANCES:
             self._recent.popitem(last=False)
         value = _acceptance_encoder.encode(_AcceptancePoint(after=after, run=start_run_id))
+        if message_id in self._unsaved_ids:
+            self._unsaved_ids.remove(message_id)
         self.log.put_item(self.id, SEEN_ITEMS, message_id, value)
         return after, start_run_id
 
@@ -290,7 +298,13 @@ class Conversation:
         )
 
     def _remember_id(self, message_id: str) -> None:
-        self.log.put_item(self.id, SEEN_ITEMS, message_id, b"")
+        # written once the message itself is stored (see _on_event, _accepted)
+        self._unsaved_ids.append(message_id)
+
+    def _save_remembered_ids(self) -> None:
+        for message_id in self._unsaved_ids:
+            self.log.put_item(self.id, SEEN_ITEMS, message_id, b"")
+        self._unsaved_ids.clear()
 
     def _forget_id(self, message_id: str) -> None:
         self.log.delete_item(self.id, SEEN_ITEMS, message_id)
