@@ -188,6 +188,17 @@ async def test_bad_control_values(server: RunningServer) -> None:
         assert status["steering_policy"] == "after_tool", "a refused PATCH changes nothing"
 
 
+async def test_refused_stream_options_accept_nothing(server: RunningServer) -> None:
+    """``on_disconnect`` of ``POST /agents/stream`` is checked before the message
+    is accepted: its 400 leaves no conversation and no run."""
+    async with client() as http:
+        url = f"{server.api}/agents/stream"
+        body = {"query": "hi", "conversation_id": "refused"}
+        error_of(await http.post(url, json=body, params={"on_disconnect": "explode"}), 400)
+        missing = await http.get(f"{server.api}/conversations/refused")
+        error_of(missing, 404, "conversation_not_found")
+
+
 UNKNOWN = "conv-does-not-exist"
 
 

@@ -200,3 +200,40 @@ async def test_resume_beyond_the_end_is_refused(server: RunningServer) -> None:
         error_of(await http.get(url, headers={"Last-Event-ID": str(full[-1]["seq"] + 1)}), 400)
         # the last id itself is fine: nothing follows, the stream ends at once
         assert await read_all(http, url, {"Last-Event-ID": str(full[-1]["seq"])}) == []
+
+
+async def test_post_resume_beyond_the_end_is_refused_before_anything_is_accepted(
+    server: RunningServer,
+) -> None:
+    """A resume point past the log's end on ``POST /agents/stream`` is a 400, with a
+    new message_id and for a conversation the request would create too: its stream
+    would otherwise wait forever for a ``done`` after that point."""
+    async with client() as http:
+        cid, full = await short_run(http, server)
+        past = str(full[-1]["seq"] + 1_000)
+        with anyio.fail_after(10):
+            refused = await http.post(
+                f"{server.api}/agents/stream",
+                json={"query": "more", "conversation_id": cid, "message_id": "new-one"},
+                headers={"Last-Event-ID": past},
+            )
+            error_of(refused, 400, "invalid_event_id")
+            assert await read_log(http, server, cid) == full, "nothing was accepted"
+            for body in ({"query": "hi", "conversation_id": "brand-new"}, {"query": "hi"}):
+                refused = await http.post(
+                    f"{server.api}/agents/stream", json=body, params={"after": "5"}
+                )
+                error_of(refused, 400, "invalid_event_id")
+            missing = await http.get(f"{server.api}/conversations/brand-new")
+            error_of(missing, 404, "conversation_not_found")
+            listed = (await http.get(f"{server.api}/conversations")).json()["conversations"]
+            assert [c["conversation_id"] for c in listed] == [cid]
+        # after=0 on a new conversation is everything: fine
+        async with open_stream(
+            http,
+            "POST",
+            f"{server.api}/agents/stream?after=0",
+            json={"query": "hi", "conversation_id": "brand-new"},
+        ) as stream:
+            events = await stream.rest()
+        assert names(events)[0] == "conversation_started" and names(events)[-1] == "done"

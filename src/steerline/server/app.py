@@ -29,19 +29,22 @@ from steerline.log.factory import open_log
 from steerline.runtime.inbox import QueuedMessage, check_lane
 from steerline.server.auth import TenantGate
 from steerline.server.body_limit import BodyLimitMiddleware
+from steerline.server.docs_page import install_docs_page
 from steerline.server.errors import HTTPError, error_response, steerline_error_response
 from steerline.server.history import build_history
 from steerline.server.metrics import Metrics
+from steerline.server.openapi import CONVERSATION_ID_PATTERN, install_openapi
 from steerline.server.serving import install_log_filter
 from steerline.server.settings import ServerSettings, is_loopback_address
 from steerline.service.agents import AgentRegistry
 from steerline.service.conversation import (
+    SUBMIT_MODES,
     Acceptance,
     Conversation,
     check_message_size,
     check_submit_mode,
 )
-from steerline.service.service import ConversationService
+from steerline.service.service import ConversationNotFoundError, ConversationService
 from steerline.transports.framing import choose_framing
 from steerline.transports.http_stream import LogStreamResponse
 from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamRegistry
@@ -49,7 +52,7 @@ from steerline.transports.websocket import WebSocketSession, refuse_websocket
 
 logger = logging.getLogger("steerline.server")
 
-_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 
 MAX_INT = 2**63 - 1
 """Largest integer a client may send (event ids, offsets): storage integers are 64-bit."""
@@ -90,8 +93,13 @@ class AgentStreamRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     query: str = Field(min_length=1)
     agent_name: str | None = None
-    conversation_id: str | None = None
-    mode: str = "auto"
+    conversation_id: str | None = Field(
+        default=None,
+        description="An existing conversation, or the id of a new one; empty or absent: new",
+        json_schema_extra={"pattern": "^$|" + CONVERSATION_ID_PATTERN, "maxLength": 128},
+    )
+    mode: str = Field(default="auto", json_schema_extra={"enum": list(SUBMIT_MODES)})
+    """Checked by ``check_submit_mode`` (400 ``invalid_value``), not by the schema."""
     message_id: str | None = Field(default=None, min_length=1, max_length=200)
     priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
 
@@ -184,6 +192,11 @@ def _check_metrics_access(request: Request, state: ServerState) -> None:
 Tenant = Annotated[str, Depends(_tenant)]
 
 
+def _check_on_disconnect(value: str) -> None:
+    if value not in ("continue", "cancel"):
+        raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
+
+
 def _check_conversation_id(conversation_id: str) -> str:
     """Refuse ``.`` and ``..``: clients normalise such path segments away
     (``/conversations/../stream`` becomes ``/stream``), so no URL could reach them."""
@@ -251,9 +264,11 @@ def create_app(
         summary="Steerable agents with durable, resumable event streams.",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # install_docs_page: Swagger UI without a CDN
         redoc_url=None,
     )
+    install_docs_page(app)
+    install_openapi(app, settings)
     app.state.steerline = state
     if settings.cors_origins:
         app.add_middleware(
@@ -278,8 +293,7 @@ def create_app(
         plan: StreamPlan,
         on_disconnect: str,
     ) -> _StreamingEndpoint:
-        if on_disconnect not in ("continue", "cancel"):
-            raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
+        _check_on_disconnect(on_disconnect)
         kind = choose_framing(request.headers.get("accept"))
         release_slot = state.gate.open_stream(tenant_name)
         detach = conv.attach()
@@ -324,6 +338,7 @@ def create_app(
         An empty ``conversation_id`` (ValueCell's UI for a new chat) means new.
         """
         mode = check_submit_mode(body.mode)
+        _check_on_disconnect(on_disconnect)  # before the message is accepted
         conversation_id = body.conversation_id or None
         if conversation_id is not None:
             # fullmatch: "$" of match() also matches before a final newline
@@ -336,9 +351,14 @@ def create_app(
         release()  # only checks that a slot is free before the message is accepted
         # before get_or_create: a refused message must not create a conversation
         check_message_size(body.query, settings.service.inbox.max_message_bytes)
+        if resume_from and not await _exists(tenant_name, conversation_id):
+            # a new conversation has no event N: its stream would wait forever for a
+            # done after N
+            raise HTTPError(400, "invalid_event_id", f"no event {resume_from} in this conversation")
         conv, created = await service.get_or_create(tenant_name, conversation_id, body.agent_name)
-        is_retry = body.message_id is not None and conv.agent.inbox.is_duplicate(body.message_id)
-        if resume_from is not None and not created and (body.message_id is None or is_retry):
+        if resume_from is not None and not created:
+            # also with a new message_id: a point past the log's end would be waited
+            # for forever
             await _check_resume_point(conv, resume_from)
             if body.message_id is None:  # a resume of the conversation's stream
                 plan = _join_plan(conv, resume_from, follow=False)
@@ -372,6 +392,15 @@ def create_app(
         else:
             await _check_resume_point(conv, start)
         return stream(request, tenant_name, conv, _join_plan(conv, start, follow), on_disconnect)
+
+    async def _exists(tenant_name: str, conversation_id: str | None) -> bool:
+        if conversation_id is None:
+            return False
+        try:
+            await state.conversations.get(tenant_name, conversation_id)
+        except ConversationNotFoundError:
+            return False
+        return True
 
     async def _check_resume_point(conv: Conversation, after: int) -> None:
         """409 for an id older than the retained log, 400 for one not yet written."""
@@ -500,17 +529,20 @@ def create_app(
 
     @app.get(f"{api}/agents")
     async def agents(tenant_name: Tenant) -> dict[str, Any]:
-        """The configured agents."""
+        """The configured agents; ``default`` is the one a request without ``agent_name`` gets."""
+        default = state.registry.default
         return {
+            "default": default,
             "agents": [
                 {
                     "name": spec.name,
                     "description": spec.description,
                     "provider": spec.provider,
                     "model": spec.model,
+                    "default": spec.name == default,
                 }
                 for spec in state.registry.specs()
-            ]
+            ],
         }
 
     @app.websocket(f"{api}/conversations/{{conversation_id}}/ws")

@@ -79,7 +79,7 @@ def status_for(exc: SteerlineError) -> int:
 
 def steerline_error_response(exc: SteerlineError) -> JSONResponse:
     status = status_for(exc)
-    headers = exc.headers if isinstance(exc, HTTPError) else None
-    if headers is None and status in _RETRY_AFTER:
-        headers = {"Retry-After": _RETRY_AFTER[status]}
-    return error_response(status, exc.code, exc.message, headers)
+    headers = dict(exc.headers) if isinstance(exc, HTTPError) else {}
+    if status in _RETRY_AFTER:  # also an HTTPError's 503 (starting or stopping)
+        headers.setdefault("Retry-After", _RETRY_AFTER[status])
+    return error_response(status, exc.code, exc.message, headers or None)
