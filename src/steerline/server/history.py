@@ -8,8 +8,23 @@ from typing import Any
 import msgspec
 
 from steerline.log.base import EventLog, RetentionError
+from steerline.wire.envelope import UnifiedResponseData, WireEvent
+from steerline.wire.payloads import (
+    Content,
+    Payload,
+    ThreadMetadata,
+    ToolCallCompleted,
+    ToolCallStarted,
+    decode_payload,
+)
 
-_decoder = msgspec.json.Decoder()
+
+class _Envelope(msgspec.Struct):
+    event: str
+    data: UnifiedResponseData
+
+
+_decoder = msgspec.json.Decoder(_Envelope)
 
 _ITEM_KIND = {
     "thread_started": "user_message",
@@ -46,44 +61,51 @@ async def build_history(log: EventLog, conversation_id: str) -> dict[str, Any]:
             if kind is None:
                 continue
             envelope = _decoder.decode(stored.envelope)
-            data = envelope["data"]
-            payload = data.get("payload") or {}
-            key = f"{kind}:{data['item_id']}"
+            data = envelope.data
+            key = f"{kind}:{data.item_id}"
             item = items.get(key)
             if item is None:
                 item = items[key] = {
                     "type": kind,
-                    "item_id": data["item_id"],
-                    "thread_id": data.get("thread_id"),
-                    "task_id": data.get("task_id"),
-                    "role": data["role"],
+                    "item_id": data.item_id,
+                    "thread_id": data.thread_id,
+                    "task_id": data.task_id,
+                    "role": data.role,
                     "first_seq": stored.seq,
                 }
             item["last_seq"] = stored.seq
-            _merge(item, stored.event, payload, data.get("metadata") or {})
+            payload = decode_payload(stored.event, data.payload)
+            metadata = (
+                msgspec.convert(data.metadata, type=ThreadMetadata)
+                if stored.event == WireEvent.THREAD_STARTED and data.metadata
+                else None
+            )
+            _merge(item, payload, metadata)
         after = batch[-1].seq
     return {"conversation_id": conversation_id, "items": list(items.values()), "last_seq": last}
 
 
-def _merge(item: dict[str, Any], event: str, payload: dict[str, Any], meta: dict[str, Any]) -> None:
-    if event in ("message_chunk", "reasoning", "message"):
-        item["content"] = item.get("content", "") + str(payload.get("content", ""))
-    elif event == "thread_started":
-        item["content"] = payload.get("content", "")
-        item["delivery"] = meta.get("delivery")
-    elif event in ("reasoning_started", "reasoning_completed"):
+def _merge(item: dict[str, Any], payload: Payload | None, metadata: ThreadMetadata | None) -> None:
+    """Fold one event's typed payload into its item."""
+    if isinstance(payload, Content):
+        if metadata is not None:  # thread_started: the user's message
+            item["content"] = payload.content
+            item["delivery"] = metadata.delivery
+        else:  # a chunk of a paragraph or a reasoning block
+            item["content"] = item.get("content", "") + payload.content
+    elif payload is None:  # reasoning_started / reasoning_completed
         item.setdefault("content", "")
-    elif event == "tool_call_started":
-        item.update(tool_name=payload.get("tool_name"), tool_args=payload.get("tool_args"))
-    elif event == "tool_call_completed":
+    elif isinstance(payload, ToolCallStarted):
+        item.update(tool_name=payload.tool_name, tool_args=payload.tool_args)
+    elif isinstance(payload, ToolCallCompleted):
         item.update(
-            tool_name=payload.get("tool_name"),
-            result=_tool_result_text(payload.get("tool_result")),
-            is_error=payload.get("is_error", False),
-            skipped=payload.get("skipped", False),
+            tool_name=payload.tool_name,
+            result=_tool_result_text(payload.tool_result),
+            is_error=payload.is_error,
+            skipped=payload.skipped,
         )
     else:
-        item.update(payload)
+        item.update(msgspec.to_builtins(payload))
 
 
 def _tool_result_text(value: Any) -> Any:

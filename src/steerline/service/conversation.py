@@ -62,6 +62,7 @@ from steerline.service.state import (
     encode_queued,
 )
 from steerline.wire.envelope import UnifiedResponseData, WireEvent, encode_unsealed
+from steerline.wire.payloads import Delivery
 from steerline.wire.translate import RunTranslator
 
 logger = logging.getLogger("steerline.service")
@@ -164,7 +165,7 @@ class Conversation:
         self.idle.set()
         self.last_seq = log.committed_seq(record.id)
         self.translator = RunTranslator(record.id, record.agent_name, self._append)
-        self._announce: tuple[str, str] | None = None
+        self._announce: tuple[str, Literal["steer", "follow_up"]] | None = None
         self._announced_seq = 0
         self._stopping = False
         """The active run has decided to stop (``agent_end``): it takes nothing more."""
@@ -386,7 +387,7 @@ class Conversation:
                 return await self._start(content, message_id)
         elif mode == "reject":
             raise ConversationBusyError("the conversation is running a task; mode=reject")
-        delivery = "follow_up" if mode in ("auto", "follow_up") else "steer"
+        delivery: Delivery = "follow_up" if mode in ("auto", "follow_up") else "steer"
         self._announce = (message_id, delivery)
         self._announced_seq = 0
         try:

@@ -119,8 +119,9 @@ class ConversationService:
 
     # -- lookup ------------------------------------------------------------------
     async def create(
-        self, tenant: str, agent_name: str = "demo", conversation_id: str | None = None
+        self, tenant: str, agent_name: str | None = None, conversation_id: str | None = None
     ) -> Conversation:
+        """A new conversation with ``agent_name`` (None: the registry's default agent)."""
         self.check_writable()
         if conversation_id is not None:
             check_id(conversation_id, "conversation id", 128)
@@ -174,7 +175,7 @@ class ConversationService:
             except ConversationNotFoundError:
                 if await self.log.get_conversation(conversation_id) is not None:
                     raise
-        return await self.create(tenant, agent_name or "demo", conversation_id), True
+        return await self.create(tenant, agent_name, conversation_id), True
 
     async def list_records(
         self, tenant: str, *, limit: int, offset: int
@@ -284,9 +285,9 @@ class ConversationService:
         run id and its last thread id (the failure belongs to that thread).
         """
         since_done = await self._events_since_last_done(record.id)
-        last_done = since_done[0] if since_done and since_done[0].event == "done" else None
+        last_done = since_done[0] if since_done and since_done[0].event == WireEvent.DONE else None
         for event in reversed(since_done):
-            if event.event != "done" and event.run_id:
+            if event.event != WireEvent.DONE and event.run_id:
                 run_id = event.run_id  # a run logged events after the last done
                 threads = [
                     thread_id_of(e.envelope)
@@ -311,7 +312,7 @@ class ConversationService:
             except RetentionError:
                 continue  # trimmed meanwhile: read again from the new oldest
             for index in range(len(events) - 1, -1, -1):
-                if events[index].event == "done":
+                if events[index].event == WireEvent.DONE:
                     return events[index:]
             if start <= max(oldest - 1, 0):
                 return events

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import anyio
 
 from steerline.log.base import EventLog, RetentionError, StorageUnavailableError, StoredEvent
+from steerline.wire.envelope import WireEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,7 @@ class LogTail:
                 else:
                     continue
             selected.append(event)
-            if event.event == "done" and (
+            if event.event == WireEvent.DONE and (
                 plan.stop == "first_done"
                 or (plan.stop == "run_done" and event.run_id == plan.run_id)
             ):

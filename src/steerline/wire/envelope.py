@@ -45,8 +45,9 @@ class UnifiedResponseData(msgspec.Struct, kw_only=True, omit_defaults=True):
     thread_id: str | None = None
     task_id: str | None = None
     agent_name: str | None = None
-    payload: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    payload: Any = None
+    """A :mod:`steerline.wire.payloads` struct (a dict when decoded generically)."""
+    metadata: Any = None
 
 
 class _Unsealed(msgspec.Struct):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 from steerline.core.events import (
     AgentEnd,
@@ -32,6 +31,20 @@ from steerline.core.events import (
 from steerline.core.ids import new_id
 from steerline.core.messages import TextContent, UserMessage, content_size
 from steerline.wire.envelope import UnifiedResponseData, WireEvent, WireRole
+from steerline.wire.payloads import (
+    Content,
+    Delivery,
+    Done,
+    MessageQueued,
+    Payload,
+    QueuedSummary,
+    QueueUpdated,
+    SystemFailed,
+    TaskEnded,
+    ThreadMetadata,
+    ToolCallCompleted,
+    ToolCallStarted,
+)
 
 PREVIEW_CHARS = 200
 """``queue_updated`` shows each queued message as its id and the start of its
@@ -40,21 +53,19 @@ copying up to 100 x 64 KiB into the log each time is what let one tenant fill
 gigabytes. The bodies are served by ``GET …/queue``."""
 
 
-def queued_summary(message: QueuedMessageView) -> dict[str, Any]:
+def queued_summary(message: QueuedMessageView) -> QueuedSummary:
     """A queued message as ``queue_updated`` shows it (bounded size)."""
     text = "".join(part.text for part in message.content if isinstance(part, TextContent))
     images = sum(1 for part in message.content if not isinstance(part, TextContent))
-    summary: dict[str, Any] = {
-        "id": message.id,
-        "preview": text[:PREVIEW_CHARS],
-        "truncated": len(text) > PREVIEW_CHARS,
-        "size": content_size(message.content),
-        "priority": message.priority,
-        "created_at": message.created_at,
-    }
-    if images:
-        summary["images"] = images
-    return summary
+    return QueuedSummary(
+        id=message.id,
+        preview=text[:PREVIEW_CHARS],
+        truncated=len(text) > PREVIEW_CHARS,
+        size=content_size(message.content),
+        priority=message.priority,
+        created_at=message.created_at,
+        images=images or None,
+    )
 
 
 Sink = Callable[[WireEvent, UnifiedResponseData, str | None], None]
@@ -83,9 +94,9 @@ def tool_result_json(result: str) -> str:
     return json.dumps([{"content": result}], ensure_ascii=False)
 
 
-def _failed_payload(message: str) -> dict[str, Any]:
+def _failed_payload(message: str) -> TaskEnded:
     """``task_failed``'s payload (SPEC §3.2): ``content`` is what ValueCell's UI shows."""
-    return {"stop_reason": "error", "error": message, "content": message}
+    return TaskEnded(stop_reason="error", error=message, content=message)
 
 
 class RunTranslator:
@@ -105,8 +116,8 @@ class RunTranslator:
         event: WireEvent,
         role: WireRole,
         *,
-        payload: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
+        payload: Payload | None = None,
+        metadata: ThreadMetadata | None = None,
         item_id: str | None = None,
         task_id: str | None = None,
         thread_id: str | None = None,
@@ -127,11 +138,11 @@ class RunTranslator:
         data = conversation_started(self.conversation_id, self.agent_name)
         self._sink(WireEvent.CONVERSATION_STARTED, data, None)
 
-    def message_queued(self, message_id: str, delivery: str, position: int) -> None:
+    def message_queued(self, message_id: str, delivery: Delivery, position: int) -> None:
         self.emit(
             WireEvent.MESSAGE_QUEUED,
             "system",
-            payload={"message_id": message_id, "delivery": delivery, "position": position},
+            payload=MessageQueued(message_id=message_id, delivery=delivery, position=position),
         )
 
     def run_failed(
@@ -148,10 +159,10 @@ class RunTranslator:
         self.emit(
             WireEvent.SYSTEM_FAILED,
             "system",
-            payload={"code": code, "message": message, "content": message},
+            payload=SystemFailed(code=code, message=message, content=message),
         )
         self.emit(WireEvent.TASK_FAILED, "agent", payload=_failed_payload(message))
-        self.emit(WireEvent.DONE, "system", payload={"stop_reason": "error"})
+        self.emit(WireEvent.DONE, "system", payload=Done(stop_reason="error"))
         self.task_id = None
 
     # -- native events ---------------------------------------------------------
@@ -163,24 +174,22 @@ class RunTranslator:
                 WireEvent.TOOL_CALL_STARTED,
                 "agent",
                 item_id=event.tool_call_id,
-                payload={
-                    "tool_call_id": event.tool_call_id,
-                    "tool_name": event.tool_name,
-                    "tool_args": event.args,
-                },
+                payload=ToolCallStarted(
+                    tool_call_id=event.tool_call_id, tool_name=event.tool_name, tool_args=event.args
+                ),
             )
         elif isinstance(event, ToolExecutionEnd):
             self.emit(
                 WireEvent.TOOL_CALL_COMPLETED,
                 "agent",
                 item_id=event.tool_call_id,
-                payload={
-                    "tool_call_id": event.tool_call_id,
-                    "tool_name": event.tool_name,
-                    "tool_result": tool_result_json(event.result),
-                    "is_error": event.is_error,
-                    "skipped": event.skipped,
-                },
+                payload=ToolCallCompleted(
+                    tool_call_id=event.tool_call_id,
+                    tool_name=event.tool_name,
+                    tool_result=tool_result_json(event.result),
+                    is_error=event.is_error,
+                    skipped=event.skipped,
+                ),
             )
         elif isinstance(event, MessageStart) and isinstance(event.message, UserMessage):
             message = event.message
@@ -189,17 +198,17 @@ class RunTranslator:
                 WireEvent.THREAD_STARTED,
                 "user",
                 item_id=message.id,
-                payload={"content": message.text},
-                metadata={"delivery": message.delivery, "message_id": message.id},
+                payload=Content(content=message.text),
+                metadata=ThreadMetadata(delivery=message.delivery, message_id=message.id),
             )
         elif isinstance(event, QueueUpdate):
             self.emit(
                 WireEvent.QUEUE_UPDATED,
                 "system",
-                payload={
-                    "steering": [queued_summary(m) for m in event.steering],
-                    "follow_up": [queued_summary(m) for m in event.follow_up],
-                },
+                payload=QueueUpdated(
+                    steering=[queued_summary(m) for m in event.steering],
+                    follow_up=[queued_summary(m) for m in event.follow_up],
+                ),
             )
         elif isinstance(event, AgentStart):
             self.task_id = event.run_id
@@ -208,13 +217,13 @@ class RunTranslator:
         elif isinstance(event, AgentEnd):
             # an aborted run carries "Request was aborted" natively; on the wire
             # only a failure has an error (a client shows task_cancelled as such)
-            payload: dict[str, Any] = (
+            ended = (
                 _failed_payload(event.error_message or "the run failed")
                 if event.stop_reason == "error"
-                else {"stop_reason": event.stop_reason}
+                else TaskEnded(stop_reason=event.stop_reason)
             )
-            self.emit(_END_EVENT[event.stop_reason], "agent", payload=payload)
-            self.emit(WireEvent.DONE, "system", payload={"stop_reason": event.stop_reason})
+            self.emit(_END_EVENT[event.stop_reason], "agent", payload=ended)
+            self.emit(WireEvent.DONE, "system", payload=Done(stop_reason=event.stop_reason))
             self.task_id = None
 
     def _message_update(self, event: MessageUpdate) -> None:
@@ -229,14 +238,14 @@ class RunTranslator:
                 WireEvent.MESSAGE_CHUNK,
                 "agent",
                 item_id=self._block_items.get(delta.content_index),
-                payload={"content": delta.delta},
+                payload=Content(content=delta.delta),
             )
         elif kind == "thinking_delta":
             self.emit(
                 WireEvent.REASONING,
                 "agent",
                 item_id=self._block_items.get(delta.content_index),
-                payload={"content": delta.delta},
+                payload=Content(content=delta.delta),
             )
         elif kind == "thinking_end":
             self.emit(
