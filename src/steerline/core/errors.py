@@ -4,9 +4,12 @@
 
     SteerlineError
     ├── AgentBusyError          a run is already active on this agent
+    ├── RunMismatchError        a steer named a run that is not the active one
     ├── InboxError              a message was refused by the inbox
     │   ├── QueueFullError
     │   └── MessageTooLargeError
+    ├── QueuedMessageNotFoundError  no queued message has this id
+    ├── AlreadyDeliveredError   the message left the queue for delivery
     ├── InvalidValueError       an unknown mode, policy or lane name
     └── ModelError              the model failed (``transient`` says whether to retry)
 
@@ -31,6 +34,34 @@ class AgentBusyError(SteerlineError):
     """``prompt()`` was called while a run is active (use steer / follow_up)."""
 
     code = "agent_busy"
+
+
+class RunMismatchError(SteerlineError):
+    """A steer or follow-up carried ``expected_run_id`` and that run is not
+    the one that would take it (it ended, is ending, or another started).
+    Nothing was queued."""
+
+    code = "run_mismatch"
+
+    def __init__(self, message: str, *, expected: str, actual: str | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+        """The run that would take the message now (``None``: no run would)."""
+
+
+class QueuedMessageNotFoundError(SteerlineError, LookupError):
+    """No queued message has this id: never accepted, fallen out of the dedup
+    window, or removed (``remove``, ``clear``) before it was delivered."""
+
+    code = "queued_message_not_found"
+
+
+class AlreadyDeliveredError(SteerlineError):
+    """The message was queued but has been taken for delivery (it is in the
+    context, or a run holds it for its next turn): it can no longer change."""
+
+    code = "already_delivered"
 
 
 class InboxError(SteerlineError):

@@ -50,6 +50,38 @@ class QueuedMessageView(msgspec.Struct, kw_only=True, omit_defaults=True):
     created_at: float = 0.0
 
 
+QueueChangeKind = Literal["queued", "edited", "removed", "moved", "taken", "cleared", "returned"]
+
+
+class QueueChange(msgspec.Struct, kw_only=True):
+    """What changed the inbox: the cause of one ``queue_update``.
+
+    ``kind``:
+
+    - ``queued``: ``push`` accepted one message (``steer`` / ``follow_up``);
+    - ``edited``: its content and/or priority changed;
+    - ``removed``: ``remove_queued`` took it out (not delivered);
+    - ``moved``: it changed lane and/or was placed before another message;
+    - ``taken``: a delivery point took these messages (they are on their way
+      into the context; a run holds them until its next turn);
+    - ``cleared``: ``clear`` / ``clear_queues`` / ``abort(clear_queues=True)``;
+    - ``returned``: taken messages went back to their lanes (an abort came
+      before they were delivered).
+
+    ``message_ids``: the messages concerned, in queue order (returned: in
+    the order they were taken). ``lane``: where they are (queued, edited,
+    moved, returned), were (removed, taken, cleared), or ``None`` when the
+    change spans both lanes. ``position``: the 0-based index in ``lane``
+    after the change (queued, edited, moved) or before it (removed); ``None``
+    for the kinds that concern several messages (taken, cleared, returned).
+    """
+
+    kind: QueueChangeKind
+    message_ids: list[str]
+    lane: Literal["steering", "follow_up"] | None = None
+    position: int | None = None
+
+
 class _Event(msgspec.Struct, tag_field="type", kw_only=True):
     """Every field is always encoded, defaults too (``is_error: false``,
     ``skipped: false``): SPEC §2.6 names them, and a consumer in another
@@ -117,8 +149,12 @@ class ToolExecutionEnd(_Event, tag="tool_execution_end"):
 
 
 class QueueUpdate(_Event, tag="queue_update"):
+    """Both lanes after one inbox change, and what the change was (``cause``;
+    ``None`` only for events built by hand)."""
+
     steering: list[QueuedMessageView]
     follow_up: list[QueuedMessageView]
+    cause: QueueChange | None = None
 
 
 AgentEvent = (

@@ -1,13 +1,15 @@
 """The public ``Agent``: a model, tools, an inbox and the runs between them.
 
 All methods are meant to be called from the event loop's thread. ``steer``,
-``follow_up`` and ``abort`` are synchronous on purpose: they only queue or
-signal, so a UI callback can call them without awaiting anything, and the
-running turn reacts at its next checkpoint.
+``follow_up``, ``abort`` and the queue operations (``edit_queued``,
+``remove_queued``, ``move_queued``) are synchronous on purpose: they only
+queue or signal, so a UI callback can call them without awaiting anything,
+and the running turn reacts at its next checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, get_args
 
@@ -18,9 +20,10 @@ from steerline.core.errors import (
     AgentBusyError,
     InvalidValueError,
     MessageTooLargeError,
+    RunMismatchError,
     SteerlineError,
 )
-from steerline.core.events import AgentEvent, QueueUpdate
+from steerline.core.events import AgentEvent, QueueChange, QueueUpdate
 from steerline.core.ids import new_id
 from steerline.core.messages import (
     AssistantMessage,
@@ -156,6 +159,15 @@ class Agent:
         """The id of the active run, if any."""
         return self._run.run_id if self._run is not None else None
 
+    @property
+    def accepting_run_id(self) -> str | None:
+        """The run that would take a message queued now: the active run unless
+        it is ending (aborted, or past its last poll); ``None`` otherwise."""
+        run = self._run
+        if run is None or run.aborted or run.stopping:
+            return None
+        return run.run_id
+
     def has_queued_messages(self, lane: Lane | None = None) -> bool:
         return self.inbox.has(check_lane(lane) if lane is not None else None)
 
@@ -182,6 +194,7 @@ class Agent:
         self._check_size(parts)
         message = UserMessage(id=id or new_id("msg"), content=parts, delivery=delivery)
         self.inbox.remember(message.id)
+        self.inbox.mark_delivered(message.id)  # the run's first turn adds it, always
         return await self._execute([message], poll_first=True, run_id=run_id)
 
     async def continue_(self, *, run_id: str | None = None) -> RunResult:
@@ -196,11 +209,38 @@ class Agent:
         self._ensure_idle()
         if self.messages and not isinstance(self.messages[-1], AssistantMessage):
             return await self._execute([], poll_first=True, run_id=run_id)
+        if not self.inbox.has():
+            raise SteerlineError("nothing to continue: no queued message and no pending input")
+        return await self._send_queued(run_id)
+
+    async def send_now(self, *, run_id: str | None = None) -> RunResult:
+        """Start a run with what is queued (SPEC §2.9) and wait for it to end.
+
+        For an idle agent whose queue was kept (an abort, a model error, a
+        restored conversation). The first turn gets what one delivery point
+        takes per the delivery modes: the steering lane if it has anything,
+        else the follow-up lane; the rest follows as in any run (steering
+        after each turn, follow-ups when the agent would stop).
+
+        Unlike ``continue_()``, the queued messages are delivered in the
+        first turn even when the context ends with input awaiting an answer
+        (the tool results of an aborted turn, a user message whose reply
+        failed): the model answers that input and the queued messages in one
+        call. When the context ends with an assistant message the two are
+        the same. Raises ``AgentBusyError`` while a run is active and
+        ``InvalidValueError`` when nothing is queued.
+        """
+        self._ensure_idle()
+        if not self.inbox.has():
+            raise InvalidValueError("nothing is queued to send")
+        return await self._send_queued(run_id)
+
+    async def _send_queued(self, run_id: str | None) -> RunResult:
         for lane in LANES:  # steering, then follow-up
             taken = self.inbox.take(lane)
             if taken:
                 return await self._execute([], taken=taken, poll_first=False, run_id=run_id)
-        raise SteerlineError("nothing to continue: no queued message and no pending input")
+        raise AssertionError("the inbox was checked to be non-empty")  # pragma: no cover
 
     async def wait_for_idle(self) -> None:
         """Return once no run is active."""
@@ -215,22 +255,72 @@ class Agent:
         id: str | None = None,
         priority: int = 0,
         interrupt: bool = False,
+        expected_run_id: str | None = None,
     ) -> EnqueueResult:
         """Queue a steering message: it interrupts the running turn per policy.
 
         ``interrupt=True`` applies the ``immediate`` policy to this message.
         While idle, it waits for (and joins the first turn of) the next run.
+        ``expected_run_id``: refuse (``RunMismatchError``, nothing queued)
+        unless that run is the one that would take the message (see
+        ``accepting_run_id``). A duplicate id is acknowledged as such without
+        this check (its first request was accepted).
         """
+        self._check_expected_run(expected_run_id, id)
         result = self.inbox.push("steering", content, id=id, priority=priority, interrupt=interrupt)
         if not result.duplicate and self._run is not None:
             self._run.on_steer(interrupt)
-        return result
+        return self._acknowledge(result)
 
     def follow_up(
-        self, content: str | list[UserContent], *, id: str | None = None, priority: int = 0
+        self,
+        content: str | list[UserContent],
+        *,
+        id: str | None = None,
+        priority: int = 0,
+        expected_run_id: str | None = None,
     ) -> EnqueueResult:
-        """Queue a message for when the agent would otherwise stop."""
-        return self.inbox.push("follow_up", content, id=id, priority=priority)
+        """Queue a message for when the agent would otherwise stop.
+
+        ``expected_run_id`` as for ``steer``.
+        """
+        self._check_expected_run(expected_run_id, id)
+        return self._acknowledge(self.inbox.push("follow_up", content, id=id, priority=priority))
+
+    def edit_queued(
+        self,
+        id: str,
+        content: str | list[UserContent] | None = None,
+        priority: int | None = None,
+    ) -> QueuedMessage:
+        """Change a queued message's content and/or priority (SPEC §2.9).
+
+        Raises ``QueuedMessageNotFoundError``, ``AlreadyDeliveredError``,
+        ``MessageTooLargeError`` or ``InvalidValueError`` (neither given);
+        nothing changes then. See ``Inbox.edit_queued``.
+        """
+        return self.inbox.edit_queued(id, content, priority)
+
+    def remove_queued(self, id: str) -> QueuedMessage:
+        """Take a queued message out undelivered and return it (SPEC §2.9)."""
+        return self.inbox.remove_queued(id)
+
+    def move_queued(
+        self, id: str, lane: Lane | None = None, before: str | None = None
+    ) -> QueuedMessage:
+        """Change a queued message's lane and/or place it before another of the
+        target lane, taking that one's priority (SPEC §2.9; ``Inbox.move_queued``).
+
+        Promoting a message into the steering lane while a run is active acts
+        like a new steer: the steering policy applies (``immediate`` cuts the
+        stream at once, the others at their checkpoints).
+        """
+        current = self.inbox.find(id)
+        promoted = current is not None and current.lane != "steering"
+        message = self.inbox.move_queued(id, lane, before)
+        if promoted and message.lane == "steering" and self._run is not None:
+            self._run.on_steer(message.interrupt)
+        return message
 
     def clear_queues(self, lane: Lane | None = None) -> list[QueuedMessage]:
         """Remove and return queued messages (one lane, or both)."""
@@ -266,6 +356,30 @@ class Agent:
         return self._hub.seq
 
     # -- internals -----------------------------------------------------------
+    def _check_expected_run(self, expected_run_id: str | None, message_id: str | None) -> None:
+        if expected_run_id is None:
+            return
+        if message_id is not None and self.inbox.is_duplicate(message_id):
+            return
+        actual = self.accepting_run_id
+        if actual == expected_run_id:
+            return
+        if actual is not None:
+            now = f"run {actual!r} is active"
+        elif self._run is not None:
+            now = f"run {self._run.run_id!r} is ending"
+        else:
+            now = "no run is active"
+        raise RunMismatchError(
+            f"expected run {expected_run_id!r}, but {now}; nothing was queued",
+            expected=expected_run_id,
+            actual=actual,
+        )
+
+    def _acknowledge(self, result: EnqueueResult) -> EnqueueResult:
+        queued = self.inbox.find(result.message.id) is result.message
+        return dataclasses.replace(result, run_id=self.accepting_run_id if queued else None)
+
     def _ensure_idle(self) -> None:
         if self._run is not None:
             raise AgentBusyError("a run is active; use steer() or follow_up()")
@@ -343,12 +457,13 @@ class Agent:
     def _emit(self, event: AgentEvent) -> None:
         self._hub.emit(event)
 
-    def _queue_changed(self) -> None:
+    def _queue_changed(self, cause: QueueChange) -> None:
         snapshot = self.inbox.snapshot()
         self._hub.emit(
             QueueUpdate(
                 run_id=self.run_id or "",
                 steering=snapshot.steering,
                 follow_up=snapshot.follow_up,
+                cause=cause,
             )
         )

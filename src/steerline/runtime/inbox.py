@@ -4,6 +4,12 @@ Order is deterministic: the steering lane before the follow-up lane, and
 inside a lane higher ``priority`` first, then arrival order. Every accepted
 message id is remembered in a bounded dedup window so that a client retrying
 a request (same idempotency key) never queues a message twice.
+
+A queued message is addressable by its id until it is taken for delivery
+(SPEC §2.9): ``edit_queued``, ``remove_queued`` and ``move_queued`` change
+it; an id taken for delivery (or a prompt's id) is remembered in a second
+bounded window so that a late change says ``already_delivered`` rather than
+"not found". Every change calls ``on_change`` exactly once, with its cause.
 """
 
 from __future__ import annotations
@@ -15,8 +21,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from steerline.core.errors import InvalidValueError, MessageTooLargeError, QueueFullError
-from steerline.core.events import QueuedMessageView
+from steerline.core.errors import (
+    AlreadyDeliveredError,
+    InvalidValueError,
+    MessageTooLargeError,
+    QueuedMessageNotFoundError,
+    QueueFullError,
+)
+from steerline.core.events import QueueChange, QueueChangeKind, QueuedMessageView
 from steerline.core.ids import new_id
 from steerline.core.messages import UserContent, as_user_content, content_size
 
@@ -59,6 +71,8 @@ class QueuedMessage:
     priority: int = 0
     created_at: float = field(default_factory=time.time)
     arrival: int = 0
+    """Orders messages of equal priority. ``push`` gives each a higher one than
+    any before; ``move_queued`` may renumber (see there)."""
     interrupt: bool = False
     """Steer with the ``immediate`` policy for this message only."""
 
@@ -73,10 +87,19 @@ class QueuedMessage:
 
 @dataclass(frozen=True, slots=True)
 class EnqueueResult:
+    """The acknowledgement of ``steer`` / ``follow_up`` (SPEC §2.9)."""
+
     message: QueuedMessage
     duplicate: bool
     position: int
     """0-based position in its lane when accepted (-1 for a duplicate)."""
+    lane: Lane
+    """The lane it was queued in (a duplicate: the lane it is in now, or was
+    asked for when it is no longer queued)."""
+    run_id: str | None = None
+    """The run that will take it: the active run, unless none is active or it
+    is ending (aborted, or decided to stop); ``None``: a future run. Set by
+    ``Agent``; the bare ``Inbox`` knows no runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +117,7 @@ class Inbox:
         limits: InboxLimits | None = None,
         steering_mode: DeliveryMode = "one-at-a-time",
         follow_up_mode: DeliveryMode = "one-at-a-time",
-        on_change: Callable[[], None] | None = None,
+        on_change: Callable[[QueueChange], None] | None = None,
     ) -> None:
         self.limits = limits or InboxLimits()
         self._lanes: dict[Lane, list[QueuedMessage]] = {"steering": [], "follow_up": []}
@@ -103,8 +126,12 @@ class Inbox:
             "follow_up": check_delivery_mode(follow_up_mode),
         }
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._delivered: OrderedDict[str, None] = OrderedDict()
+        """Ids taken for delivery (or delivered as a prompt), bounded like the
+        dedup window: a change to one is ``already_delivered``."""
         self._arrivals = 0
         self.on_change = on_change
+        """Called once after every change, with its cause (``QueueChange``)."""
         self.on_remember: Callable[[str], None] | None = None
         """Called with each id that enters the dedup window (a store persists it)."""
         self.on_forget: Callable[[str], None] | None = None
@@ -141,12 +168,8 @@ class Inbox:
         if id is not None and id in self._seen:
             existing = self.find(id)
             message = existing or QueuedMessage(id=id, content=parts, lane=lane)
-            return EnqueueResult(message=message, duplicate=True, position=-1)
-        size = content_size(parts)
-        if size > self.limits.max_message_bytes:
-            raise MessageTooLargeError(
-                f"message is {size} bytes; the limit is {self.limits.max_message_bytes}"
-            )
+            return EnqueueResult(message=message, duplicate=True, position=-1, lane=message.lane)
+        self._check_size(parts)
         if len(self) >= self.limits.max_messages:
             raise QueueFullError(
                 f"the inbox already holds {len(self)} messages; the limit is "
@@ -163,8 +186,8 @@ class Inbox:
         )
         self.remember(message.id)
         position = self._insert(message)
-        self._changed()
-        return EnqueueResult(message=message, duplicate=False, position=position)
+        self._changed("queued", [message], lane, position)
+        return EnqueueResult(message=message, duplicate=False, position=position, lane=lane)
 
     def remember(self, message_id: str) -> bool:
         """Record an accepted id in the dedup window; False if it was known."""
@@ -185,6 +208,18 @@ class Inbox:
     def is_duplicate(self, message_id: str) -> bool:
         return message_id in self._seen
 
+    def mark_delivered(self, message_id: str) -> None:
+        """Record an id as taken for delivery: ``take`` does for what it takes,
+        ``Agent.prompt`` for its prompt (never queued, delivered at once)."""
+        self._delivered[message_id] = None
+        self._delivered.move_to_end(message_id)
+        while len(self._delivered) > self.limits.dedup_window:
+            self._delivered.popitem(last=False)
+
+    def is_delivered(self, message_id: str) -> bool:
+        """Taken for delivery (within the window); False again if put back."""
+        return message_id in self._delivered
+
     def take(self, lane: Lane) -> list[QueuedMessage]:
         """Remove and return what one delivery point takes from ``lane``."""
         queue = self._lanes[lane]
@@ -194,9 +229,11 @@ class Inbox:
             taken, self._lanes[lane] = queue, []
         else:
             taken = [queue.pop(0)]
+        for message in taken:
+            self.mark_delivered(message.id)
         self.last_taken = [m.id for m in taken]
         try:
-            self._changed()
+            self._changed("taken", taken, lane, None)
         finally:
             self.last_taken = []
         return taken
@@ -208,12 +245,13 @@ class Inbox:
         takes its original position. The size limit is not checked: these
         messages were accepted already and must not be lost.
         """
-        returned = False
-        for message in messages:
-            self._insert(message)
-            returned = True
+        returned = list(messages)
+        for message in returned:
+            self._delivered.pop(message.id, None)
+            self._insert(message, before_equals=True)
         if returned:
-            self._changed()
+            lanes = {message.lane for message in returned}
+            self._changed("returned", returned, lanes.pop() if len(lanes) == 1 else None, None)
 
     def clear(self, lane: Lane | None = None) -> list[QueuedMessage]:
         """Remove and return the messages of one lane, or of both."""
@@ -223,8 +261,102 @@ class Inbox:
             removed += self._lanes[name]
             self._lanes[name] = []
         if removed:
-            self._changed()
+            self._changed("cleared", removed, lane, None)
         return removed
+
+    # -- changing one queued message (SPEC §2.9) ----------------------------------
+    def edit_queued(
+        self,
+        message_id: str,
+        content: str | list[UserContent] | None = None,
+        priority: int | None = None,
+    ) -> QueuedMessage:
+        """Replace a queued message's content and/or priority; return it.
+
+        A new priority re-sorts it within its lane (its arrival is kept, so
+        among equal priorities it keeps its place by arrival). New content
+        is checked against the size limit first (``MessageTooLargeError``,
+        nothing changed) and replaces the old list (never mutated in place).
+        """
+        message = self._queued(message_id)
+        if content is None and priority is None:
+            raise InvalidValueError("nothing to edit: give content and/or priority")
+        parts = as_user_content(content) if content is not None else None
+        if parts is not None:
+            self._check_size(parts)
+        queue = self._lanes[message.lane]
+        if parts is not None:
+            message.content = parts
+        if priority is not None and priority != message.priority:
+            queue.remove(message)
+            message.priority = priority
+            position = self._insert(message)
+        else:
+            position = queue.index(message)
+        self._changed("edited", [message], message.lane, position)
+        return message
+
+    def remove_queued(self, message_id: str) -> QueuedMessage:
+        """Take a queued message out without delivering it; return it.
+
+        Its id stays in the dedup window: sending it again is a duplicate.
+        """
+        message = self._queued(message_id)
+        queue = self._lanes[message.lane]
+        position = queue.index(message)
+        del queue[position]
+        self._changed("removed", [message], message.lane, position)
+        return message
+
+    def move_queued(
+        self, message_id: str, lane: Lane | None = None, before: str | None = None
+    ) -> QueuedMessage:
+        """Change a queued message's lane and/or place it before another; return it.
+
+        - ``lane`` (promote a follow-up to a steer, or demote): without
+          ``before`` the message joins the target lane as if it arrived now,
+          after the messages of its priority. Demoting clears ``interrupt``.
+        - ``before``: the id of a message queued in the target lane (``lane``,
+          or the message's own lane). The moved message takes that message's
+          priority and the place right before it. Arrivals inside that
+          priority group are renumbered upwards where there is no gap, so the
+          order holds and later pushes still come after.
+
+        ``lane`` equal to the message's own lane and no ``before`` changes
+        nothing (still one ``on_change``). ``before`` naming an id that is not
+        queued in the target lane, or the message itself, is an
+        ``InvalidValueError``.
+        """
+        message = self._queued(message_id)
+        if lane is None and before is None:
+            raise InvalidValueError("nothing to move: give lane and/or before")
+        target = check_lane(lane) if lane is not None else message.lane
+        anchor: QueuedMessage | None = None
+        if before is not None:
+            if before == message.id:
+                raise InvalidValueError("a message cannot be placed before itself")
+            anchor = next((m for m in self._lanes[target] if m.id == before), None)
+            if anchor is None:
+                raise InvalidValueError(
+                    f"no message with id {before!r} is queued in the {target} lane"
+                )
+        source = self._lanes[message.lane]
+        if anchor is None and target == message.lane:
+            self._changed("moved", [message], target, source.index(message))
+            return message
+        source.remove(message)
+        if target != message.lane:
+            message.lane = target
+            if target == "follow_up":
+                message.interrupt = False
+        if anchor is not None:
+            position = self._place_before(message, anchor)
+        else:
+            self._arrivals += 1
+            message.arrival = self._arrivals
+            position = self._insert(message)
+        self._changed("moved", [message], target, position)
+        return message
 
     def restore(self, messages: Iterable[QueuedMessage], seen_ids: Iterable[str] = ()) -> None:
         """Load persisted state (a restarted server's inbox); no hook is called."""
@@ -267,13 +399,86 @@ class Inbox:
     def __len__(self) -> int:
         return sum(len(queue) for queue in self._lanes.values())
 
-    def _insert(self, message: QueuedMessage) -> int:
-        """Place ``message`` in its lane by (priority, arrival); return its position."""
+    def _queued(self, message_id: str) -> QueuedMessage:
+        """The queued message with this id, or the error that says why not."""
+        message = self.find(message_id)
+        if message is not None:
+            return message
+        if message_id in self._delivered:
+            raise AlreadyDeliveredError(
+                f"message {message_id!r} was already taken for delivery; it can no longer change"
+            )
+        raise QueuedMessageNotFoundError(
+            f"no queued message has id {message_id!r} (never queued, or removed or cleared)"
+        )
+
+    def _check_size(self, parts: list[UserContent]) -> None:
+        size = content_size(parts)
+        if size > self.limits.max_message_bytes:
+            raise MessageTooLargeError(
+                f"message is {size} bytes; the limit is {self.limits.max_message_bytes}"
+            )
+
+    def _place_before(self, message: QueuedMessage, anchor: QueuedMessage) -> int:
+        """Insert ``message`` (out of every lane) right before ``anchor``; return
+        its position. It takes the anchor's priority and the lowest arrival
+        after its new predecessor's (``_settle`` renumbers upwards if the
+        integers leave no gap)."""
         queue = self._lanes[message.lane]
-        position = bisect.bisect_right([m.sort_key() for m in queue], message.sort_key())
+        index = queue.index(anchor)
+        message.priority = anchor.priority
+        previous = queue[index - 1] if index > 0 else None
+        if previous is not None and previous.priority == anchor.priority:
+            message.arrival = previous.arrival + 1
+        else:
+            message.arrival = anchor.arrival - 1
+        queue.insert(index, message)
+        self._settle(queue, index)
+        return index
+
+    def _insert(self, message: QueuedMessage, *, before_equals: bool = False) -> int:
+        """Place ``message`` in its lane by (priority, arrival); return its position.
+
+        Among equal keys it goes last, or first with ``before_equals`` (a
+        returned message, which was there before).
+        """
+        queue = self._lanes[message.lane]
+        keys = [m.sort_key() for m in queue]
+        find = bisect.bisect_left if before_equals else bisect.bisect_right
+        position = find(keys, message.sort_key())
         queue.insert(position, message)
+        self._settle(queue, position)
         return position
 
-    def _changed(self) -> None:
+    def _settle(self, queue: list[QueuedMessage], index: int) -> None:
+        """Keep arrivals strictly increasing along the priority group of
+        ``queue[index]``, from there on, by renumbering upwards (the order of
+        the list is kept). Later pushes still come after the whole group."""
+        priority = queue[index].priority
+        previous = queue[index - 1] if index > 0 else None
+        floor = previous.arrival if previous is not None and previous.priority == priority else None
+        for message in queue[index:]:
+            if message.priority != priority:
+                break
+            if floor is not None and message.arrival <= floor:
+                message.arrival = floor + 1
+            floor = message.arrival
+        if floor is not None:
+            self._arrivals = max(self._arrivals, floor)
+
+    def _changed(
+        self,
+        kind: QueueChangeKind,
+        messages: list[QueuedMessage],
+        lane: Lane | None,
+        position: int | None,
+    ) -> None:
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(
+                QueueChange(
+                    kind=kind,
+                    message_ids=[m.id for m in messages],
+                    lane=lane,
+                    position=position,
+                )
+            )

@@ -99,6 +99,9 @@ class Run:
     context: list[Message]
     emit: Callable[[AgentEvent], None]
     aborted: bool = False
+    stopping: bool = False
+    """Past its last poll of the inbox (ending for any reason): it takes
+    nothing more, so a message queued now waits for a future run."""
     done: anyio.Event = field(default_factory=anyio.Event)
     result: RunResult | None = None
     _stream_scope: anyio.CancelScope | None = None
@@ -156,6 +159,7 @@ class Run:
                 if not self._take("follow_up"):
                     break
         finally:
+            self.stopping = True
             self._put_back()
             self.result = RunResult(
                 run_id=self.run_id,
