@@ -266,8 +266,8 @@ async def test_idle_conversations_are_unloaded_and_deleted_ones_freed() -> None:
         assert reloaded is not a and reloaded.id == a.id and live() == {d.id, a.id}
         with pytest.raises(ConversationUnloadedError):
             await a.submit("a stale object never runs a second agent")
-        assert service.unload_idle(now=reloaded.last_used + 3599) == 0
-        assert service.unload_idle(now=reloaded.last_used + 3600) == 2 and live() == set()
+        assert service.unload_idle(now=reloaded.last_used + 3598) == 0
+        assert service.unload_idle(now=reloaded.last_used + 3601) == 2 and live() == set()
         deleted = await service.get("t", d.id)
         await service.delete("t", d.id)
         assert deleted.unloaded and live() == set()
