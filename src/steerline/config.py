@@ -13,6 +13,10 @@
     api_keys_env = "STEERLINE_API_KEYS"  # NAME of the variable holding the keys
     metrics_key_env = "STEERLINE_METRICS_KEY"  # NAME of the variable holding the
                                        # /metrics key (none: loopback clients only)
+    cors_origins = ["http://localhost:5173"]
+
+    [server.limits]                    # every limit: docs/server.md
+    max_lag_events = 10000
 
     [agents.assistant]
     provider = "openai"                # demo | openai | anthropic
@@ -24,20 +28,27 @@
 
 Secrets never live in the file: an ``api_key`` (or ``[server] api_keys``)
 field is refused, ``api_key_env`` names the environment variable instead.
-Everything is checked when the file is loaded (unknown fields, providers or
-tools, bad values, missing key variables) and reported as a
-:class:`ConfigError` naming the agent and the field, so a server fails at
-start-up rather than at the first message.
+Everything is checked when the file is loaded against one strict schema
+(:class:`ServerConfig`, :class:`LimitsConfig`, :class:`AgentConfig`: unknown
+keys, providers or tools, values of the wrong type or out of range, missing
+key variables) and reported as a :class:`ConfigError` naming the key
+(``steerline.toml: server.prot: unknown key (did you mean port?)``), so a
+server fails at start-up rather than at the first message.
 
-Environment variables override the file: ``STEERLINE_CONFIG`` (the file to
-read), ``STEERLINE_HOST``, ``STEERLINE_PORT``, ``STEERLINE_STORE``,
+Environment variables override the file and are checked by the same schema
+(an error names the variable): ``STEERLINE_CONFIG`` (the file to read),
+``STEERLINE_HOST``, ``STEERLINE_PORT``, ``STEERLINE_STORE``,
 ``STEERLINE_API_KEYS`` (``token`` or ``tenant:token``, comma-separated),
-``STEERLINE_DEFAULT_AGENT``, and ``STEERLINE_SERVER__<KEY>`` for any other
-``[server]`` key (the value is parsed as JSON when it is valid JSON).
+``STEERLINE_DEFAULT_AGENT``, ``STEERLINE_SERVER__<KEY>`` for any other
+``[server]`` key and ``STEERLINE_SERVER__LIMITS__<KEY>`` for a
+``[server.limits]`` key. A value is read as its key's type (text for a
+string, ``a,b`` or JSON for a list, ``true``/``false`` for a flag, JSON
+otherwise). docs/server.md lists every key.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import json
@@ -46,14 +57,16 @@ import sys
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_origin
+from urllib.parse import urlsplit
 
 import anyio
 import pydantic
+from pydantic_core import ErrorDetails
 
 from steerline.core.errors import InvalidValueError, ModelError, SteerlineError
-from steerline.models.base import Model
-from steerline.models.keys import PROVIDER_APIS, api_key_for, endpoint
+from steerline.models.base import EndpointCheck, KeyRefusedError, Model
+from steerline.models.keys import NO_KEY, PROVIDER_APIS, api_key_for, endpoint
 from steerline.models.registry import PROVIDERS, build_model
 from steerline.runtime.agent import Agent
 from steerline.runtime.executor import ToolExecution
@@ -84,22 +97,123 @@ class ConfigError(SteerlineError):
 
 
 # -- schema -------------------------------------------------------------------
-class ServerConfig(pydantic.BaseModel):
-    """``[server]``: the basics; other keys are kept (``extra``) for the server to read."""
+def _check_origin(value: str) -> str:
+    """A CORS origin as browsers send it: ``scheme://host[:port]``, or ``*``."""
+    if value == "*":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or value.endswith("/"):
+        raise ValueError(
+            f"{value!r} is not an origin: scheme://host[:port] with no path or trailing "
+            "slash (e.g. 'http://localhost:5173'), or '*'"
+        )
+    if parts.path or parts.query or parts.fragment:
+        raise ValueError(f"{value!r} is not an origin: it has a path")
+    return value
 
-    model_config = pydantic.ConfigDict(extra="allow")
+
+Origin = Annotated[str, pydantic.AfterValidator(_check_origin)]
+
+_STRICT = pydantic.ConfigDict(extra="forbid", strict=True)
+"""Every section: an unknown key is an error, and a value must have the key's
+type (no ``"8020"`` for a port, no ``true`` for a number, no string for a list)."""
+
+
+class LimitsConfig(pydantic.BaseModel):
+    """``[server.limits]``: every limit of the server, one key each.
+
+    The defaults are :class:`~steerline.server.settings.ServerSettings`'s
+    (a test keeps them equal); ``steerline.server.from_config.LIMIT_SETTINGS``
+    says which setting each key sets.
+    """
+
+    model_config = _STRICT
+
+    # requests
+    max_body_bytes: int = pydantic.Field(1024 * 1024, gt=0)
+    """Largest request body (413 beyond it)."""
+    header_timeout: float = pydantic.Field(20.0, gt=0)
+    """Seconds from a connection's start (or previous response) to a complete request head."""
+    body_timeout: float = pydantic.Field(30.0, gt=0)
+    """Seconds from a request's head to the end of its body."""
+    keep_alive_timeout: float = pydantic.Field(5.0, gt=0)
+    """Seconds an idle keep-alive connection stays open."""
+    max_drain_bytes: int = pydantic.Field(16 * 1024 * 1024, ge=0)
+    """Body read and discarded after a 413, so the client reads the answer."""
+    auth_failures_per_minute: int = pydantic.Field(30, gt=0)
+    """Failed authentications per client address (token bucket)."""
+    # tenants
+    requests_per_minute: int = pydantic.Field(600, gt=0)
+    """Requests per tenant (token bucket)."""
+    max_streams_per_tenant: int = pydantic.Field(32, gt=0)
+    """Concurrent streams (SSE, NDJSON, WebSocket) per tenant."""
+    max_running_per_tenant: int = pydantic.Field(32, gt=0)
+    """Conversations of one tenant running at once."""
+    # streams
+    ping_interval: float = pydantic.Field(15.0, gt=0)
+    """Seconds between heartbeats on an idle stream."""
+    retry_ms: int = pydantic.Field(1000, ge=0)
+    """The SSE ``retry:`` field (milliseconds)."""
+    max_lag_events: int = pydantic.Field(10_000, ge=0)
+    """A viewer further behind the log's head is dropped with a resume hint."""
+    send_timeout: float = pydantic.Field(10.0, gt=0)
+    """A send blocked this long (client not reading) drops the viewer."""
+    stream_batch_limit: int = pydantic.Field(512, gt=0)
+    """Most events read from the log and written to a stream at once."""
+    stream_linger: float = pydantic.Field(0.001, ge=0)
+    """Seconds a woken stream waits before reading, to batch a burst (0: none)."""
+    # conversations
+    auto_continue: bool = True
+    """A message accepted while a conversation is idle starts a run."""
+    shutdown_grace: float = pydantic.Field(10.0, ge=0)
+    """Seconds running tasks get to finish at shutdown."""
+    max_live_conversations: int = pydantic.Field(1000, gt=0)
+    """Conversations kept loaded in memory (least recently used idle ones unloaded)."""
+    idle_unload_after: float = pydantic.Field(600.0, gt=0)
+    """Seconds after its last use an idle conversation is unloaded."""
+    max_queued_messages: int = pydantic.Field(100, gt=0)
+    """Queued messages per conversation, both lanes together."""
+    max_message_bytes: int = pydantic.Field(64 * 1024, gt=0)
+    """Largest message."""
+    dedup_window: int = pydantic.Field(10_000, gt=0)
+    """Accepted message ids remembered per conversation for deduplication."""
+    # storage
+    retention_events: int | None = pydantic.Field(None, gt=0)
+    """Keep the newest N events per conversation (unset: all)."""
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    """sqlite durability: NORMAL survives a process crash, FULL a power loss."""
+    store_batch_size: int = pydantic.Field(256, gt=0)
+    """Most events committed in one transaction."""
+    hot_tail_events: int = pydantic.Field(4096, ge=0)
+    """Recent events kept in memory per conversation for live viewers."""
+    hot_tail_bytes: int = pydantic.Field(256 * 1024, ge=0)
+    """... and at most this many bytes of them."""
+    store_retry_max_delay: float = pydantic.Field(2.0, gt=0)
+    """Longest backoff between retries of a commit that failed."""
+    store_close_timeout: float = pydantic.Field(10.0, ge=0)
+    """How long shutdown keeps retrying a store that cannot write."""
+
+
+class ServerConfig(pydantic.BaseModel):
+    """``[server]``: where and how the server listens; ``limits`` is ``[server.limits]``."""
+
+    model_config = _STRICT
 
     host: str = "127.0.0.1"
     port: int = pydantic.Field(8000, ge=0, le=65535)
     store: str = "sqlite:///steerline.db"
     api_keys_env: str | None = None
     """The NAME of an environment variable holding ``token`` / ``tenant:token`` items."""
+    metrics_key_env: str | None = None
+    """The NAME of an environment variable holding the ``/metrics`` bearer token."""
+    insecure: bool = False
+    """Allow a non-loopback bind without API keys."""
+    cors_origins: list[Origin] = pydantic.Field(default_factory=list)
+    """Origins a browser page may call the API from (``["*"]``: any)."""
+    limits: LimitsConfig = pydantic.Field(default_factory=LimitsConfig)
     api_keys: dict[str, str] = pydantic.Field(default_factory=dict, exclude=True)
     """Bearer token → tenant, read from ``api_keys_env`` / ``STEERLINE_API_KEYS``
     (never from the file)."""
-    limits: dict[str, Any] = pydantic.Field(default_factory=dict)
-    metrics_key_env: str | None = None
-    """The NAME of an environment variable holding the ``/metrics`` bearer token."""
     metrics_key: str | None = pydantic.Field(None, exclude=True)
     """Read from ``metrics_key_env`` / ``STEERLINE_METRICS_KEY`` (never from the file)."""
 
@@ -114,7 +228,7 @@ class ServerConfig(pydantic.BaseModel):
 class AgentConfig(pydantic.BaseModel):
     """One ``[agents.NAME]`` table. ``build()`` makes a fresh :class:`Agent`."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     name: str
     provider: str = "demo"
@@ -144,6 +258,8 @@ class AgentConfig(pydantic.BaseModel):
     ``stream_usage``) or request fields (``top_p``, ``extra_body``, ...)."""
 
     _model: Model | None = pydantic.PrivateAttr(None)
+    _key_source: str | None = pydantic.PrivateAttr(None)
+    """The variable the API key was read from (None: no key, the placeholder)."""
     _tools: list[Tool] = pydantic.PrivateAttr(default_factory=list)
 
     # -- resolution (at load time) --------------------------------------------
@@ -175,9 +291,11 @@ class AgentConfig(pydantic.BaseModel):
                     f"environment variable {self.api_key_env} is not set (it should hold "
                     f"the {self.provider} API key)",
                 )
+            self._key_source = self.api_key_env
             return value
         key = api_key_for(self.provider, api_key=None, base_url=self.base_url, env=env)
         if key is not None:
+            self._key_source = None if key == NO_KEY else PROVIDER_APIS[self.provider].key_env
             return key
         default = PROVIDER_APIS[self.provider].key_env
         raise self._error(
@@ -238,6 +356,14 @@ class AgentConfig(pydantic.BaseModel):
         return self._model
 
     @property
+    def key_source(self) -> str | None:
+        """The environment variable the API key is read from (None: none, the
+        placeholder ``not-needed`` is sent)."""
+        if self._model is None:
+            self.resolve()
+        return self._key_source
+
+    @property
     def resolved_tools(self) -> list[Tool]:
         if self._model is None:
             self.resolve()
@@ -286,7 +412,7 @@ class AgentConfig(pydantic.BaseModel):
 class SteerlineConfig(pydantic.BaseModel):
     """The whole configuration: ``server`` settings and ``agents`` by name."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     source: str | None = None
     """The file it was read from (None: defaults only)."""
@@ -308,10 +434,12 @@ class SteerlineConfig(pydantic.BaseModel):
         return [agent.spec() for agent in self.agents.values()]
 
     def registry(self) -> AgentRegistry:
-        """The server's ``AgentRegistry`` with every configured agent (``demo`` included)."""
+        """The server's ``AgentRegistry`` with every configured agent (``demo``
+        included); ``default_agent`` is its default (what a request naming no
+        agent gets)."""
         from steerline.service.agents import AgentRegistry
 
-        return AgentRegistry(self.agent_specs())
+        return AgentRegistry(self.agent_specs(), default=self.default_agent)
 
     async def aclose(self) -> None:
         """Close every model's HTTP client (call at server shutdown)."""
@@ -376,6 +504,170 @@ def resolve_tool(reference: str) -> list[Tool]:
     return _as_tools(obj, reference)
 
 
+# -- errors in the file's terms -----------------------------------------------
+# The sections of the file, by where they are: what an unknown key is compared
+# with (for "did you mean") and what an environment value is parsed as.
+_HIDDEN_KEYS = frozenset({"source", "name", "api_keys", "metrics_key"})
+"""Fields that are not keys of the file (set by the loader, or secrets)."""
+
+
+def _section(path: tuple[str | int, ...]) -> type[pydantic.BaseModel] | None:
+    if path == ():
+        return SteerlineConfig
+    if path == ("server",):
+        return ServerConfig
+    if path == ("server", "limits"):
+        return LimitsConfig
+    if len(path) == 2 and path[0] == "agents":
+        return AgentConfig
+    return None
+
+
+def _unknown_key(path: tuple[str | int, ...], key: str) -> str:
+    section = _section(path)
+    known = [k for k in (section.model_fields if section else ()) if k not in _HIDDEN_KEYS]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list of strings",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+}
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+
+
+def _error_text(error: ErrorDetails) -> str:
+    """One validation error in the file's terms (keys, tables, numbers)."""
+    kind, loc, got = error["type"], tuple(error["loc"]), error.get("input")
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    if kind == "extra_forbidden":
+        return _unknown_key(loc[:-1], str(loc[-1]))
+    if kind in _BOUNDS:
+        operator, bound = _BOUNDS[kind]
+        return f"must be {operator} {ctx[bound]:g}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {got!r}"
+    if kind == "literal_error":
+        return f"expected one of {str(ctx['expected']).replace(' or ', ', ')}, got {got!r}"
+    if kind == "missing":
+        return "required"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    return error["msg"]
+
+
+def _validation_message(
+    exc: pydantic.ValidationError, origins: Mapping[tuple[str, ...], str], where: str
+) -> str:
+    """Every error as ``where: key.path: what``; ``where`` is the environment
+    variable the value came from, else the file."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        variable = _origin(loc, origins)
+        prefix = f"{variable}: " if variable else where
+        lines.append(f"{prefix}{'.'.join(loc) or 'config'}: {_error_text(error)}")
+    return "; ".join(lines)
+
+
+def _origin(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str]) -> str | None:
+    """The environment variable that set ``loc`` (or a table holding it, or a key in it)."""
+    for size in range(len(loc), 0, -1):
+        if loc[:size] in origins:
+            return origins[loc[:size]]
+    return next((var for path, var in origins.items() if path[: len(loc)] == loc), None)
+
+
+class _EnvError(ConfigError):
+    """An error in an environment variable; the message names it (not the file)."""
+
+
+# -- environment overrides ------------------------------------------------------
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, tuple[str, ...], str]]:
+    """``(variable, key path under [server], raw value)`` of every override, the
+    generic ``STEERLINE_SERVER__<KEY>[__<KEY>]`` first, then ``STEERLINE_HOST``,
+    ``STEERLINE_PORT`` and ``STEERLINE_STORE`` (which win)."""
+    found: list[tuple[str, tuple[str, ...], str]] = []
+    prefix = f"{ENV_PREFIX}SERVER__"
+    for variable in sorted(env):
+        if variable.startswith(prefix) and len(variable) > len(prefix):
+            path = tuple(part.lower() for part in variable[len(prefix) :].split("__"))
+            found.append((variable, path, env[variable]))
+    for name in ("host", "port", "store"):
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        if env.get(variable):
+            found.append((variable, (name,), env[variable]))
+    return found
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _env_value(section: tuple[str, ...], key: str, raw: str) -> Any:
+    """An environment variable's text as the value of ``key``: text for a
+    string key, ``a,b`` or a JSON list for a list, true/false/1/0/yes/no/on/off
+    for a flag, else JSON when it is valid JSON (numbers, tables), else the text
+    (which the schema then refuses, naming the key)."""
+    model = _section(section)
+    field = model.model_fields.get(key) if model is not None else None
+    annotation = field.annotation if field is not None else None
+    if field is not None and annotation in (str, str | None):
+        return raw
+    if get_origin(annotation) is list and not raw.lstrip().startswith("["):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if annotation is bool and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _apply_env(server: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Put the environment's overrides into ``server`` (a copy of the file's
+    table); return which variable set which key path (for error messages)."""
+    origins: dict[tuple[str, ...], str] = {}
+    for variable, path, raw in _env_overrides(env):
+        if path[0] in ("api_keys", "metrics_key"):
+            names = "STEERLINE_API_KEYS" if path[0] == "api_keys" else "STEERLINE_METRICS_KEY"
+            raise _EnvError(
+                f"{variable}: not a setting; the key itself goes in {names} (or the "
+                f"variable named by server.{path[0]}_env)"
+            )
+        table = server
+        for part in path[:-1]:
+            child = table.get(part)
+            table[part] = child = dict(child) if isinstance(child, Mapping) else {}
+            table = child
+        key = path[-1]
+        value = _env_value(("server", *path[:-1]), key, raw)
+        where = ("server", *path)
+        if isinstance(value, dict) and isinstance(table.get(key), Mapping):
+            table[key] = {**table[key], **value}  # a JSON table adds to the file's
+            origins.update({(*where, str(k)): variable for k in value})
+        else:
+            table[key] = value
+            origins[where] = variable
+    return origins
+
+
 # -- loading ------------------------------------------------------------------
 def _parse_api_keys(raw: str, source: str) -> dict[str, str]:
     keys: dict[str, str] = {}
@@ -393,14 +685,11 @@ def _parse_api_keys(raw: str, source: str) -> dict[str, str]:
     return keys
 
 
-def _env_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
-def _server_data(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+def _server_table(
+    data: object, env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"server: expected a table, got {data!r}")
     server = dict(data)
     if "api_keys" in server:
         raise ConfigError(
@@ -412,16 +701,7 @@ def _server_data(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[dict[
             "server.metrics_key: keys must not be written in the config file; put it in "
             "an environment variable and name it with server.metrics_key_env"
         )
-    prefix = f"{ENV_PREFIX}SERVER__"
-    for key, raw in env.items():
-        if key.startswith(prefix) and len(key) > len(prefix):
-            server[key[len(prefix) :].lower()] = _env_value(raw)
-    for name in ("host", "port", "store"):
-        override = env.get(f"{ENV_PREFIX}{name.upper()}")
-        if override:
-            server[name] = override
-    keys_env = server.get("api_keys_env") or f"{ENV_PREFIX}API_KEYS"
-    return server, str(keys_env)
+    return server, _apply_env(server, env)
 
 
 def _agent_data(name: str, table: object) -> dict[str, Any]:
@@ -436,19 +716,6 @@ def _agent_data(name: str, table: object) -> dict[str, Any]:
     if "name" in table and table["name"] != name:
         raise ConfigError(f"agents.{name}.name: the name is the table's ({name!r})")
     return {**table, "name": name}
-
-
-def _validation_message(exc: pydantic.ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "config"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif error["type"] == "literal_error":
-            message = f"{message}, got {error['input']!r}"
-        lines.append(f"{where}: {message}")
-    return "; ".join(lines)
 
 
 def _add_python_path(entries: Iterable[str], base: Path) -> None:
@@ -468,15 +735,15 @@ def config_from_dict(
     """Validate parsed TOML (plus ``env``) and resolve every agent; raise ``ConfigError``."""
     env = os.environ if env is None else env
     where = f"{source}: " if source else ""
+    origins: dict[tuple[str, ...], str] = {}
     try:
         raw = dict(data)
-        server_table = raw.pop("server", {})
-        if not isinstance(server_table, Mapping):
-            raise ConfigError("server: expected a table ([server])")
-        server, keys_env = _server_data(server_table, env)
+        if "source" in raw:
+            raise ConfigError(f"source: {_unknown_key((), 'source')}")
+        server, origins = _server_table(raw.pop("server", {}), env)
         agents_table = raw.pop("agents", {})
         if not isinstance(agents_table, Mapping):
-            raise ConfigError("agents: expected tables ([agents.NAME])")
+            raise ConfigError(f"agents: expected tables ([agents.NAME]), got {agents_table!r}")
         agents = {str(name): _agent_data(str(name), table) for name, table in agents_table.items()}
         default_agent = env.get(f"{ENV_PREFIX}DEFAULT_AGENT") or raw.pop("default_agent", "demo")
         config = SteerlineConfig.model_validate(
@@ -490,13 +757,14 @@ def config_from_dict(
         )
         if "demo" not in config.agents:
             config.agents = {"demo": demo_agent_config(), **config.agents}
+        keys_env = config.server.api_keys_env or f"{ENV_PREFIX}API_KEYS"
         keys = env.get(keys_env, "")
-        if server.get("api_keys_env") and not keys.strip():
+        if config.server.api_keys_env and not keys.strip():
             raise ConfigError(f"server.api_keys_env: environment variable {keys_env} is not set")
         config.server.api_keys = _parse_api_keys(keys, keys_env)
-        metrics_env = str(server.get("metrics_key_env") or f"{ENV_PREFIX}METRICS_KEY")
+        metrics_env = config.server.metrics_key_env or f"{ENV_PREFIX}METRICS_KEY"
         metrics_key = env.get(metrics_env, "").strip()
-        if server.get("metrics_key_env") and not metrics_key:
+        if config.server.metrics_key_env and not metrics_key:
             raise ConfigError(
                 f"server.metrics_key_env: environment variable {metrics_env} is not set"
             )
@@ -510,10 +778,12 @@ def config_from_dict(
             _add_python_path(config.python_path, Path(base_dir) if base_dir else Path.cwd())
         for agent in config.agents.values():
             agent.resolve(env)
+    except _EnvError as exc:
+        raise ConfigError(exc.message) from None
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc.message}") from None
     except pydantic.ValidationError as exc:
-        raise ConfigError(f"{where}{_validation_message(exc)}") from None
+        raise ConfigError(_validation_message(exc, origins, where)) from None
     return config
 
 
@@ -543,34 +813,89 @@ def load_config(
     return config_from_dict(data, env=env, source=str(file), base_dir=file.parent)
 
 
+CheckFailure = Literal["unreachable", "key_refused", "model_not_served"]
+
+
+class EndpointCheckError(ConfigError):
+    """:func:`check_agent` found the endpoint unusable; ``reason`` says how."""
+
+    def __init__(self, message: str, reason: CheckFailure) -> None:
+        super().__init__(message)
+        self.reason: CheckFailure = reason
+
+
+MODELS_SHOWN = 10
+"""How many of an endpoint's models a "not served" message lists."""
+
+
+def _model_list(models: tuple[str, ...]) -> str:
+    shown = ", ".join(models[:MODELS_SHOWN])
+    more = len(models) - MODELS_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 async def check_agent(config: AgentConfig, *, within: float = 10.0) -> str:
-    """Reach the agent's endpoint once; return a one-line status or raise ``ConfigError``.
+    """Reach the agent's endpoint once; return a one-line status or raise
+    :class:`EndpointCheckError` (a ``ConfigError``).
 
     The demo agent needs nothing. For the others this lists the provider's
-    models (``GET /models``), which proves the URL, the network path and,
-    on hosted APIs, the key.
+    models (``GET /models``), which proves the URL, the network path and the
+    key, and that the endpoint serves the configured model. The error says
+    which it is: unreachable (``cannot use URL: …``, ``no answer from URL``),
+    the key refused (HTTP 401/403), or a model the endpoint does not serve
+    (with the models it does serve).
     """
+    name = config.name
     model = config.resolved_model
     check: Callable[[], Any] | None = getattr(model, "check", None)
     if check is None:
-        return f"agent {config.name!r}: {config.provider} model, nothing to check"
-    where = getattr(model, "base_url", None) or config.base_url or config.provider
+        return f"agent {name!r}: {config.provider} model, nothing to check"
+    where = str(getattr(model, "base_url", None) or config.base_url or config.provider)
+    where = where.rstrip("/")
     try:
         with anyio.fail_after(within):
-            await check()
+            found = await check()
     except TimeoutError:
-        raise ConfigError(
-            f"agent {config.name!r}: no answer from {where} within {within:g}s"
+        raise EndpointCheckError(
+            f"agent {name!r}: no answer from {where} within {within:g}s", "unreachable"
+        ) from None
+    except KeyRefusedError as exc:
+        source = config.key_source
+        hint = (
+            f"the key is read from {source}"
+            if source
+            else "no key is configured for this endpoint, so a placeholder was sent: "
+            "name the variable holding the key with api_key_env"
+        )
+        raise EndpointCheckError(
+            f"agent {name!r}: the endpoint refused the API key (HTTP {exc.status}): "
+            f"{where} says {exc.detail!r} ({hint})",
+            "key_refused",
         ) from None
     except ModelError as exc:
-        raise ConfigError(f"agent {config.name!r}: cannot use {where}: {exc.message}") from None
-    return f"agent {config.name!r}: {config.provider} endpoint {where} is reachable"
+        raise EndpointCheckError(
+            f"agent {name!r}: cannot use {where}: {exc.message}", "unreachable"
+        ) from None
+    status = f"agent {name!r}: {config.provider} endpoint {where} is reachable"
+    if not isinstance(found, EndpointCheck) or found.models is None:
+        return status
+    if found.serves_model is False:
+        raise EndpointCheckError(
+            f"agent {name!r}: model {config.model!r} is not served by {where}; "
+            f"it serves: {_model_list(found.models)}",
+            "model_not_served",
+        )
+    if found.serves_model:
+        return f"{status} and serves {config.model!r}"
+    return f"{status} (it lists no models; {config.model!r} could not be checked)"
 
 
 __all__ = [
     "BUILTIN_TOOLS",
     "AgentConfig",
     "ConfigError",
+    "EndpointCheckError",
+    "LimitsConfig",
     "ServerConfig",
     "SteerlineConfig",
     "check_agent",

@@ -10,6 +10,13 @@ request takes the next one and is recorded. Replies are exact byte streams:
 A reply can stream slowly and forever (``forever=...``), then the stub records
 when the client went away (``disconnected`` / ``disconnected_at``); or be cut
 mid-way (``cut=True``: the connection drops without the chunked terminator).
+
+Two answers need no queued reply: with ``models`` set, ``GET …/models`` lists
+those models (in the OpenAI or the Anthropic format, by the request's
+headers) and Anthropic's ``GET …/models/{id}`` finds one (or answers 404);
+with ``keys`` set, a request whose API key (``Authorization: Bearer`` or
+``x-api-key``) is not one of them gets ``auth_status`` (401 or 403) with the
+provider's error body.
 """
 
 from __future__ import annotations
@@ -121,6 +128,11 @@ class OpenAIWire:
     def error(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:
         return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
+    @staticmethod
+    def model(name: str) -> dict[str, Any]:
+        """One entry of ``GET /v1/models``."""
+        return {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "stub"}
+
 
 class AnthropicWire:
     """Messages API stream events."""
@@ -227,6 +239,16 @@ class AnthropicWire:
     def error(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:
         return {"type": "error", "error": {"type": kind, "message": message}}
 
+    @staticmethod
+    def model(name: str) -> dict[str, Any]:
+        """One entry of ``GET /v1/models`` (also what ``GET /v1/models/{id}`` answers)."""
+        return {
+            "type": "model",
+            "id": name,
+            "display_name": name,
+            "created_at": "2025-01-01T00:00:00Z",
+        }
+
 
 # -- the server -------------------------------------------------------------
 
@@ -276,6 +298,12 @@ class Stub:
         self.streaming = anyio.Event()
         """Set once a ``forever`` reply has started its endless part."""
         self.base_url = ""
+        self.models: list[str] | None = None
+        """Answer ``GET …/models`` with these (None: from the queue, as any request)."""
+        self.keys: set[str] | None = None
+        """Accept only these API keys (None: any)."""
+        self.auth_status = 401
+        """What a refused key gets: 401 (authentication) or 403 (permission)."""
 
     def push(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -304,6 +332,10 @@ class Stub:
                 at=time.monotonic(),
             )
         )
+        answer = self._answer(scope["method"], scope["path"], headers)
+        if answer is not None:
+            await self._json(send, answer)
+            return
         if not self.replies:
             await self._json(send, JSONReply(500, {"error": {"message": "stub: no reply"}}))
             return
@@ -312,6 +344,56 @@ class Stub:
             await self._json(send, reply)
         else:
             await self._stream(receive, send, reply)
+
+    def _answer(self, method: str, path: str, headers: dict[str, str]) -> JSONReply | None:
+        """The key check and the model list, when configured; else None (use the queue)."""
+        anthropic = "anthropic-version" in headers
+        if self.keys is not None:
+            key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix(
+                "Bearer "
+            )
+            if key not in self.keys:
+                if anthropic:
+                    kind = "authentication_error" if self.auth_status == 401 else "permission_error"
+                    return JSONReply(
+                        self.auth_status, AnthropicWire.error("invalid x-api-key", kind)
+                    )
+                return JSONReply(
+                    self.auth_status,
+                    {
+                        "error": {
+                            "message": "Incorrect API key provided",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "invalid_api_key",
+                        }
+                    },
+                )
+        if self.models is None or method != "GET":
+            return None
+        head, _, last = path.rstrip("/").rpartition("/")
+        if last == "models":
+            if anthropic:
+                data = [AnthropicWire.model(name) for name in self.models]
+                return JSONReply(
+                    200,
+                    {
+                        "data": data,
+                        "has_more": False,
+                        "first_id": data[0]["id"] if data else None,
+                        "last_id": data[-1]["id"] if data else None,
+                    },
+                )
+            return JSONReply(
+                200, {"object": "list", "data": [OpenAIWire.model(m) for m in self.models]}
+            )
+        if head.endswith("/models") and anthropic:
+            # the Messages API resolves an alias ("claude-x") to a dated id ("claude-x-2025…")
+            found = [m for m in self.models if m == last or m.startswith(f"{last}-")]
+            if found:
+                return JSONReply(200, AnthropicWire.model(found[0]))
+            return JSONReply(404, AnthropicWire.error(f"model: {last}", "not_found_error"))
+        return None
 
     async def _json(self, send: Any, reply: JSONReply) -> None:
         body = json.dumps(reply.body).encode()

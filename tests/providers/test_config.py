@@ -210,7 +210,10 @@ def test_literal_api_key_is_rejected(tmp_path: Path) -> None:
         ({"follow_up_mode": "batch"}, r"agents\.a\.follow_up_mode"),
         ({"temperature": -1}, r"agents\.a\.temperature"),
         ({"max_tokens": "many"}, r"agents\.a\.max_tokens"),
-        ({"tempreature": 0.5}, r"agents\.a\.tempreature: unknown field"),
+        (
+            {"tempreature": 0.5},
+            r"agents\.a\.tempreature: unknown key \(did you mean temperature\?\)",
+        ),
         ({"base_url": "http://x"}, r"agents\.a\.base_url: the demo provider"),
     ],
 )
@@ -250,7 +253,7 @@ def test_steerline_config_env_and_server_overrides(tmp_path: Path) -> None:
         host = "127.0.0.1"
         port = 8000
         api_keys_env = "STUB_SERVER_KEYS"
-        limits = { max_queued = 50 }
+        limits = { max_queued_messages = 50 }
         """,
     )
     config = load_config(
@@ -264,7 +267,7 @@ def test_steerline_config_env_and_server_overrides(tmp_path: Path) -> None:
     server = config.server.as_dict()
     assert server["port"] == 8123
     assert server["insecure"] is True
-    assert server["limits"] == {"max_queued": 50}
+    assert server["limits"]["max_queued_messages"] == 50
     assert server["api_keys"] == {"tok-a": "default", "tok-b": "acme"}
     assert "tok-a" not in repr(config.server.model_dump())  # keys are not dumped
 
@@ -295,7 +298,11 @@ async def test_check_agent_reachable_and_unreachable(stub: Stub) -> None:
     config = config_from_dict(
         {
             "agents": {
-                "up": {"provider": "openai", "model": "m", "base_url": f"{stub.base_url}/v1"},
+                "up": {
+                    "provider": "openai",
+                    "model": "stub-model",
+                    "base_url": f"{stub.base_url}/v1",
+                },
                 "claude": {"provider": "anthropic", "model": "c", "base_url": stub.base_url},
                 "down": {
                     "provider": "openai",

@@ -20,7 +20,7 @@ from types import FrameType
 
 import uvicorn
 
-from steerline.config import ConfigError, SteerlineConfig, check_agent
+from steerline.config import ConfigError, EndpointCheckError, SteerlineConfig, check_agent
 from steerline.core.errors import SteerlineError
 from steerline.server.app import ServerState, create_app
 from steerline.server.serving import uvicorn_options
@@ -73,15 +73,26 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+_UNTIL: dict[str, str] = {
+    "unreachable": "until it is reachable",
+    "key_refused": "until the endpoint accepts the key",
+    "model_not_served": "until the endpoint serves that model",
+}
+
+
 async def check_agents(config: SteerlineConfig) -> None:
     """Reach every configured agent's endpoint once at start-up and say so.
 
-    An unreachable endpoint is a clear warning now rather than a stack trace
-    mid-run; the server still starts (the endpoint may come up later).
+    An unreachable endpoint, a refused key or a model the endpoint does not
+    serve is a clear warning now rather than a stack trace mid-run; the
+    server still starts (the endpoint may come up later).
     """
     for agent in config.agents.values():
         try:
             logger.info("%s", await check_agent(agent, within=5.0))
+        except EndpointCheckError as exc:
+            until = _UNTIL.get(exc.reason, _UNTIL["unreachable"])
+            logger.warning("%s (runs of this agent will fail %s)", exc.message, until)
         except ConfigError as exc:
             logger.warning("%s (runs of this agent will fail until it is reachable)", exc.message)
         except Exception as exc:  # a check must never keep the server from starting

@@ -9,7 +9,10 @@ into ``extra_body``, so a configured option (``top_k``, ``repetition_penalty``,
 
 Both official SDKs (``openai`` and ``anthropic``) are built on httpx2 and
 share the shape of their exceptions (``status_code``, ``response``, ``body``),
-so one mapping serves both. The SDKs' own retries are switched off
+so one mapping serves both: each provider module hands its SDK's exception
+classes in (:class:`SDKErrors`). Neither SDK is imported here, so a
+configuration that uses one provider never loads the other's SDK. The SDKs'
+own retries are switched off
 (``max_retries=0``): the runtime retries what is marked ``transient`` here,
 honouring ``retry_after``.
 
@@ -27,13 +30,13 @@ import email.utils
 import inspect
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
-import anthropic
 import httpx2
-import openai
 
 from steerline.core.errors import ModelError
+from steerline.models.base import KeyRefusedError
 from steerline.models.keys import PROVIDER_APIS, api_key_for, endpoint
 
 TRANSIENT_STATUS = frozenset({408, 409, 429})
@@ -50,15 +53,36 @@ TRANSIENT_ERROR_TYPES = frozenset(
 )
 MAX_MESSAGE_CHARS = 2000
 
-SDK_ERRORS: tuple[type[BaseException], ...] = (
-    openai.OpenAIError,
-    anthropic.AnthropicError,
-    httpx2.HTTPError,
-    httpx2.StreamError,
-    OSError,
-    TimeoutError,
-)
-"""The exceptions :func:`to_model_error` understands (catch these, then map)."""
+KEY_REFUSED_STATUS = frozenset({401, 403})
+
+
+@dataclass(frozen=True, slots=True)
+class SDKErrors:
+    """One SDK's exception classes (``openai`` and ``anthropic`` have the same tree)."""
+
+    base: type[Exception]
+    """``OpenAIError`` / ``AnthropicError``: everything the SDK raises."""
+    status: type[Exception]
+    """``APIStatusError``: an HTTP error status (``status_code``, ``body``, ``response``)."""
+    connection: type[Exception]
+    """``APIConnectionError``."""
+    timeout: type[Exception]
+    """``APITimeoutError`` (a kind of connection error)."""
+    response_validation: type[Exception]
+    """``APIResponseValidationError``: an answer of an unexpected shape."""
+    api: type[Exception]
+    """``APIError``: the base of the above, and an error object in a stream."""
+
+    @property
+    def catch(self) -> tuple[type[BaseException], ...]:
+        """The exceptions :func:`to_model_error` understands (catch these, then map)."""
+        return (
+            self.base,
+            httpx2.HTTPError,
+            httpx2.StreamError,
+            OSError,
+            TimeoutError,
+        )
 
 
 def accepted_keywords(method: Callable[..., Any]) -> frozenset[str] | None:
@@ -165,22 +189,24 @@ def _status_error(
     )
 
 
-def to_model_error(exc: BaseException, provider: str) -> ModelError:
+def to_model_error(exc: BaseException, provider: str, sdk: SDKErrors) -> ModelError:
     """Translate one SDK/transport exception into a :class:`ModelError`."""
     if isinstance(exc, ModelError):
         return exc
-    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
-        return _status_error(provider, exc.status_code, exc.body, exc.response.headers, exc.message)
-    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
-        timeout = isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError)
-        what = "timed out" if timeout else "connection failed"
+    error: Any = exc  # the SDK's attributes (status_code, body, response, message)
+    if isinstance(exc, sdk.status):
+        return _status_error(
+            provider, error.status_code, error.body, error.response.headers, error.message
+        )
+    if isinstance(exc, sdk.connection):
+        what = "timed out" if isinstance(exc, sdk.timeout) else "connection failed"
         return ModelError(_clip(f"{provider} {what}: {_describe(exc)}"), transient=True)
-    if isinstance(exc, openai.APIResponseValidationError | anthropic.APIResponseValidationError):
-        return ModelError(_clip(f"{provider} sent an unexpected response: {exc.message}"))
-    if isinstance(exc, openai.APIError | anthropic.APIError):
+    if isinstance(exc, sdk.response_validation):
+        return ModelError(_clip(f"{provider} sent an unexpected response: {error.message}"))
+    if isinstance(exc, sdk.api):
         # An error object in the middle of a stream (no HTTP status of its own).
-        message, kind = _error_fields(exc.body)
-        text = message or exc.message
+        message, kind = _error_fields(error.body)
+        text = message or error.message
         if kind and kind not in text:
             text = f"{kind}: {text}"
         return ModelError(
@@ -194,6 +220,22 @@ def to_model_error(exc: BaseException, provider: str) -> ModelError:
     if isinstance(exc, httpx2.HTTPError | httpx2.StreamError):
         return ModelError(_clip(f"{provider} HTTP error: {_describe(exc)}"), transient=True)
     return ModelError(_clip(f"{provider} error: {_describe(exc)}"))
+
+
+def check_error(exc: BaseException, provider: str, sdk: SDKErrors) -> ModelError:
+    """What an endpoint check (``GET /models``) failing with ``exc`` means: a
+    :class:`KeyRefusedError` for 401/403, else as :func:`to_model_error`."""
+    error: Any = exc
+    if isinstance(exc, sdk.status) and error.status_code in KEY_REFUSED_STATUS:
+        message, kind = _error_fields(error.body)
+        text = message or error.message
+        if kind and kind not in text:
+            text = f"{kind}: {text}"
+        status = int(error.status_code)
+        return KeyRefusedError(
+            _clip(f"{provider} HTTP {status}: {text}"), status=status, detail=_clip(text)
+        )
+    return to_model_error(exc, provider, sdk)
 
 
 def stream_cut(provider: str) -> ModelError:

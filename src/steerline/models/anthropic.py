@@ -41,15 +41,17 @@ from steerline.core.messages import (
     UserMessage,
 )
 from steerline.models._sdk import (
-    SDK_ERRORS,
+    SDKErrors,
     SDKModelBase,
     accepted_keywords,
+    check_error,
     client_settings,
     fit_request,
     stream_cut,
     to_model_error,
 )
 from steerline.models.base import (
+    EndpointCheck,
     ModelPart,
     ModelRequest,
     StreamEnd,
@@ -62,6 +64,15 @@ from steerline.models.base import (
 )
 
 PROVIDER = "anthropic"
+ERRORS = SDKErrors(
+    base=anthropic.AnthropicError,
+    status=anthropic.APIStatusError,
+    connection=anthropic.APIConnectionError,
+    timeout=anthropic.APITimeoutError,
+    response_validation=anthropic.APIResponseValidationError,
+    api=anthropic.APIError,
+)
+SDK_ERRORS = ERRORS.catch
 DEFAULT_MAX_TOKENS = 8192
 """The Messages API requires ``max_tokens``; this is used when none is set."""
 MAX_REMEMBERED_SIGNATURES = 1024
@@ -334,7 +345,7 @@ class AnthropicModel(SDKModelBase):
         try:
             response = await self.client.messages.create(**params)
         except SDK_ERRORS as exc:
-            raise to_model_error(exc, PROVIDER) from exc
+            raise to_model_error(exc, PROVIDER, ERRORS) from exc
         translator = _EventTranslator(self._remember_signature)
         try:
             try:
@@ -342,7 +353,7 @@ class AnthropicModel(SDKModelBase):
                     for part in translator.translate(event):
                         yield part
             except SDK_ERRORS as exc:
-                raise to_model_error(exc, PROVIDER) from exc
+                raise to_model_error(exc, PROVIDER, ERRORS) from exc
         finally:
             with anyio.CancelScope(shield=True):
                 await response.close()
@@ -352,14 +363,33 @@ class AnthropicModel(SDKModelBase):
             raise ModelError("anthropic: the model declined to answer (stop_reason=refusal)")
         yield StreamEnd(STOP_REASONS.get(translator.stop_reason or "end_turn", "stop"))
 
-    async def check(self) -> None:
-        """Reach the endpoint once (``GET /v1/models``); raise ``ModelError`` if unreachable."""
+    async def check(self) -> EndpointCheck:
+        """Reach the endpoint once (``GET /v1/models``) and look for the model in its list.
+
+        The list holds dated ids (``claude-sonnet-4-5-20250929``); a model
+        configured by its alias (``claude-sonnet-4-5``) is looked up with
+        ``GET /v1/models/{model}``, which resolves aliases. Raises
+        ``KeyRefusedError`` for 401/403 and ``ModelError`` when the endpoint
+        cannot be used; a 404 on the list counts as reachable (no model list).
+        """
         try:
-            await self.client.models.list(limit=1)
+            page = await self.client.models.list(limit=1000)
         except anthropic.NotFoundError:
-            return
+            return EndpointCheck()
         except SDK_ERRORS as exc:
-            raise to_model_error(exc, PROVIDER) from exc
+            raise check_error(exc, PROVIDER, ERRORS) from exc
+        served = tuple(str(item.id) for item in page.data if getattr(item, "id", None))
+        if not served:
+            return EndpointCheck(served)
+        if self.model in served:
+            return EndpointCheck(served, True)
+        try:
+            await self.client.models.retrieve(self.model)
+        except anthropic.NotFoundError:
+            return EndpointCheck(served, False)
+        except SDK_ERRORS:
+            return EndpointCheck(served)  # a compatible server without the lookup: cannot tell
+        return EndpointCheck(served, True)
 
     def __repr__(self) -> str:
         return f"AnthropicModel({self.model!r}, base_url={self.base_url!r})"

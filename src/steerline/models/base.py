@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from steerline.core.errors import ModelError
 from steerline.core.messages import AssistantStopReason, Message
 
 
@@ -99,3 +100,25 @@ class Model(Protocol):
     def name(self) -> str: ...
 
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelPart]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCheck:
+    """What a model's ``check()`` learnt from its endpoint's model list."""
+
+    models: tuple[str, ...] | None = None
+    """The models the endpoint lists (None: it has no model list)."""
+    serves_model: bool | None = None
+    """Whether the configured model is one of them (None: cannot tell, e.g. the
+    endpoint lists none)."""
+
+
+class KeyRefusedError(ModelError):
+    """The endpoint answered 401/403: it refused the API key (it is reachable).
+
+    ``status`` is the HTTP status, ``detail`` what the endpoint said."""
+
+    def __init__(self, message: str, *, status: int, detail: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail

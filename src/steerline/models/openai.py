@@ -39,15 +39,17 @@ from steerline.core.messages import (
     UserMessage,
 )
 from steerline.models._sdk import (
-    SDK_ERRORS,
+    SDKErrors,
     SDKModelBase,
     accepted_keywords,
+    check_error,
     client_settings,
     fit_request,
     stream_cut,
     to_model_error,
 )
 from steerline.models.base import (
+    EndpointCheck,
     ModelPart,
     ModelRequest,
     StreamEnd,
@@ -59,6 +61,15 @@ from steerline.models.base import (
 )
 
 PROVIDER = "openai"
+ERRORS = SDKErrors(
+    base=openai.OpenAIError,
+    status=openai.APIStatusError,
+    connection=openai.APIConnectionError,
+    timeout=openai.APITimeoutError,
+    response_validation=openai.APIResponseValidationError,
+    api=openai.APIError,
+)
+SDK_ERRORS = ERRORS.catch
 
 FINISH_REASONS: dict[str, AssistantStopReason] = {
     "stop": "stop",
@@ -330,7 +341,7 @@ class OpenAIModel(SDKModelBase):
         try:
             response = await self.client.chat.completions.create(**params)
         except SDK_ERRORS as exc:
-            raise to_model_error(exc, PROVIDER) from exc
+            raise to_model_error(exc, PROVIDER, ERRORS) from exc
         translator = _ChunkTranslator()
         try:
             try:
@@ -338,7 +349,7 @@ class OpenAIModel(SDKModelBase):
                     for part in translator.translate(chunk):
                         yield part
             except SDK_ERRORS as exc:
-                raise to_model_error(exc, PROVIDER) from exc
+                raise to_model_error(exc, PROVIDER, ERRORS) from exc
         finally:
             with anyio.CancelScope(shield=True):
                 await response.close()
@@ -349,17 +360,24 @@ class OpenAIModel(SDKModelBase):
             raise ModelError("openai: the reply was stopped by the provider's content filter")
         yield StreamEnd(FINISH_REASONS.get(finish, "stop"))
 
-    async def check(self) -> None:
-        """Reach the endpoint once (``GET /models``); raise ``ModelError`` if unreachable.
+    async def check(self) -> EndpointCheck:
+        """Reach the endpoint once (``GET /models``) and look for the model in its list.
 
-        A 404 counts as reachable: some compatible servers have no model list.
+        Raises ``KeyRefusedError`` for 401/403 and ``ModelError`` when the
+        endpoint cannot be used. A 404 counts as reachable: some compatible
+        servers have no model list. Ollama serves ``name`` as ``name:latest``.
         """
         try:
-            await self.client.models.list()
+            page = await self.client.models.list()
         except openai.NotFoundError:
-            return
+            return EndpointCheck()
         except SDK_ERRORS as exc:
-            raise to_model_error(exc, PROVIDER) from exc
+            raise check_error(exc, PROVIDER, ERRORS) from exc
+        served = tuple(str(item.id) for item in page.data if getattr(item, "id", None))
+        if not served:
+            return EndpointCheck(served)
+        names = {self.model, f"{self.model}:latest"}
+        return EndpointCheck(served, any(name in names for name in served))
 
     def __repr__(self) -> str:
         return f"OpenAIModel({self.model!r}, base_url={self.base_url!r})"

@@ -529,17 +529,20 @@ def create_app(
 
     @app.get(f"{api}/agents")
     async def agents(tenant_name: Tenant) -> dict[str, Any]:
-        """The configured agents."""
+        """The configured agents; ``default`` is the one a request without ``agent_name`` gets."""
+        default = state.registry.default
         return {
+            "default": default,
             "agents": [
                 {
                     "name": spec.name,
                     "description": spec.description,
                     "provider": spec.provider,
                     "model": spec.model,
+                    "default": spec.name == default,
                 }
                 for spec in state.registry.specs()
-            ]
+            ],
         }
 
     @app.websocket(f"{api}/conversations/{{conversation_id}}/ws")

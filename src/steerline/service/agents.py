@@ -34,12 +34,21 @@ def demo_spec() -> AgentSpec:
 
 
 class AgentRegistry:
-    def __init__(self, specs: Iterable[AgentSpec] = ()) -> None:
+    """The agents by name, and the ``default`` one: what a request that names
+    no agent gets (``default_agent`` in steerline.toml; ``demo`` otherwise)."""
+
+    def __init__(self, specs: Iterable[AgentSpec] = (), *, default: str = "demo") -> None:
         self._specs: dict[str, AgentSpec] = {}
         for spec in (demo_spec(), *specs):
             self._specs[spec.name] = spec
+        if default not in self._specs:
+            known = ", ".join(sorted(self._specs))
+            raise UnknownAgentError(f"no default agent {default!r}; known agents: {known}")
+        self.default = default
 
-    def get(self, name: str) -> AgentSpec:
+    def get(self, name: str | None) -> AgentSpec:
+        """The named agent; the default one when ``name`` is None or empty."""
+        name = name or self.default
         try:
             return self._specs[name]
         except KeyError:
