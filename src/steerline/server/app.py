@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from steerline.core.errors import SteerlineError
 from steerline.log.base import EventLog
 from steerline.log.factory import open_log
-from steerline.runtime.inbox import QueuedMessage, check_lane
+from steerline.runtime.inbox import QueuedMessage
 from steerline.server.auth import TenantGate
 from steerline.server.body_limit import BodyLimitMiddleware
 from steerline.server.docs_page import install_docs_page
@@ -37,6 +37,18 @@ from steerline.server.openapi import CONVERSATION_ID_PATTERN, install_openapi
 from steerline.server.serving import install_log_filter
 from steerline.server.settings import ServerSettings, is_loopback_address
 from steerline.service.agents import AgentRegistry
+from steerline.service.commands import (
+    Abort,
+    ClearQueue,
+    Command,
+    EditQueued,
+    FollowUp,
+    MoveQueued,
+    RemoveQueued,
+    SendNow,
+    SetModes,
+    Steer,
+)
 from steerline.service.conversation import (
     SUBMIT_MODES,
     Acceptance,
@@ -111,6 +123,18 @@ class MessageRequest(BaseModel):
     message only, as on ``/agents/stream``."""
     id: str | None = Field(default=None, min_length=1, max_length=200)
     priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    expected_run_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """Race-safe steering: 409 ``run_mismatch`` (nothing queued) unless this run
+    is the active one."""
+
+
+class QueuedEditRequest(BaseModel):
+    """``PATCH …/queue/{message_id}``: edit and/or move one queued message."""
+
+    content: str | None = Field(default=None, min_length=1)
+    priority: int | None = Field(default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    lane: Literal["steering", "follow_up"] | None = None
+    before: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class AbortRequest(BaseModel):
@@ -441,31 +465,64 @@ def create_app(
 
     @app.post(f"{api}/conversations/{{conversation_id}}/messages", status_code=202)
     async def post_message(conv: Conv, body: MessageRequest) -> dict[str, Any]:
-        """Steer or queue a follow-up without streaming (202 with the queue snapshot)."""
-        acceptance = await conv.submit(
-            body.content,
-            mode=body.mode,
-            message_id=body.id,
-            priority=body.priority,
-            start_if_idle=settings.service.auto_continue,
+        """Steer or queue a follow-up without streaming (202 with the acknowledgement:
+        lane, position and the run that takes it, and the queue)."""
+        command: Command = (
+            FollowUp(
+                content=body.content,
+                id=body.id,
+                priority=body.priority,
+                expected_run_id=body.expected_run_id,
+            )
+            if body.mode == "follow_up"
+            else Steer(
+                content=body.content,
+                id=body.id,
+                priority=body.priority,
+                interrupt=body.mode == "interrupt",
+                expected_run_id=body.expected_run_id,
+            )
         )
-        return {
-            "conversation_id": conv.id,
-            "message_id": acceptance.message_id,
-            "duplicate": acceptance.duplicate,
-            "run_id": acceptance.run_id,
-            "queued": acceptance.queued,
-            "position": acceptance.position,
-            "queue": conv.status()["queue"],
-        }
+        return await _execute(conv, command)
+
+    async def _execute(conv: Conversation, command: Command) -> dict[str, Any]:
+        """Run one command of the conversation's command set (as WebSocket frames do)."""
+        result = await conv.execute(command, auto_continue=settings.service.auto_continue)
+        encoded: dict[str, Any] = msgspec.to_builtins(result)
+        return encoded
+
+    @app.patch(f"{api}/conversations/{{conversation_id}}/queue/{{message_id}}")
+    async def edit_queued(conv: Conv, message_id: str, body: QueuedEditRequest) -> dict[str, Any]:
+        """Edit (content, priority) and/or move (lane, before) one queued message."""
+        result: dict[str, Any] = {}
+        if body.content is not None or body.priority is not None:
+            edit = EditQueued(id=message_id, content=body.content, priority=body.priority)
+            result = await _execute(conv, edit)
+        if body.lane is not None or body.before is not None:
+            move = MoveQueued(id=message_id, lane=body.lane, before=body.before)
+            result = await _execute(conv, move)
+        if not result:
+            raise HTTPError(
+                400, "invalid_value", "nothing to change: give content, priority, lane or before"
+            )
+        return result
+
+    @app.delete(f"{api}/conversations/{{conversation_id}}/queue/{{message_id}}")
+    async def remove_queued(conv: Conv, message_id: str) -> dict[str, Any]:
+        """Remove one queued message (409 ``already_delivered`` once it was delivered)."""
+        return await _execute(conv, RemoveQueued(id=message_id))
+
+    @app.post(f"{api}/conversations/{{conversation_id}}/queue/send")
+    async def send_queue_now(conv: Conv) -> dict[str, Any]:
+        """Start a run with the kept queue (idle conversations; 409 while running)."""
+        return await _execute(conv, SendNow())
 
     @app.post(f"{api}/conversations/{{conversation_id}}/abort")
     async def abort(
         conv: Conv, body: Annotated[AbortRequest | None, Body()] = None
     ) -> dict[str, Any]:
         """Abort the active run; queued messages stay unless ``clear_queues``."""
-        removed = await conv.abort(clear_queues=bool(body and body.clear_queues))
-        return {"conversation_id": conv.id, "removed": _queued(removed)}
+        return await _execute(conv, Abort(clear_queues=bool(body and body.clear_queues)))
 
     @app.get(f"{api}/conversations/{{conversation_id}}")
     async def get_conversation(conv: Conv) -> dict[str, object]:
@@ -475,7 +532,7 @@ def create_app(
     @app.patch(f"{api}/conversations/{{conversation_id}}")
     async def patch_conversation(conv: Conv, body: ModesRequest) -> dict[str, object]:
         """Change delivery modes or steering policy (applies at the next poll)."""
-        await conv.set_modes(**body.model_dump())
+        await _execute(conv, SetModes(**body.model_dump()))
         return conv.status()
 
     @app.delete(f"{api}/conversations/{{conversation_id}}/queue")
@@ -483,8 +540,7 @@ def create_app(
         conv: Conv, lane: Literal["steering", "follow_up", "all"] = "all"
     ) -> dict[str, Any]:
         """Remove queued messages of one lane or both; returns them."""
-        removed = await conv.clear_queue(None if lane == "all" else check_lane(lane))
-        return {"conversation_id": conv.id, "removed": _queued(removed)}
+        return await _execute(conv, ClearQueue(lane=lane))
 
     @app.get(f"{api}/conversations/{{conversation_id}}/queue")
     async def get_queue(conv: Conv) -> dict[str, Any]:

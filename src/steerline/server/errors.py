@@ -6,10 +6,13 @@ from starlette.responses import JSONResponse
 
 from steerline.core.errors import (
     AgentBusyError,
+    AlreadyDeliveredError,
     InboxError,
     InvalidValueError,
     MessageTooLargeError,
+    QueuedMessageNotFoundError,
     QueueFullError,
+    RunMismatchError,
     SteerlineError,
 )
 from steerline.log.base import (
@@ -40,6 +43,9 @@ class HTTPError(SteerlineError):
 
 
 _STATUS: list[tuple[type[SteerlineError], int]] = [
+    (QueuedMessageNotFoundError, 404),
+    (AlreadyDeliveredError, 409),
+    (RunMismatchError, 409),
     (ConversationNotFoundError, 404),
     (UnknownAgentError, 404),
     (ConversationBusyError, 409),

@@ -95,20 +95,34 @@ class ConversationStatus(BaseModel):
 
 
 class MessageAccepted(BaseModel):
+    """The acknowledgement of SPEC §2.9."""
+
     conversation_id: str
     message_id: str
     duplicate: bool
-    run_id: str | None
-    """The run this message started, if it started one."""
     queued: bool
-    position: int
-    """0-based position in its lane when queued; -1 when not queued."""
+    """False when the message started a run as its prompt."""
+    lane: Literal["steering", "follow_up"] | None
+    position: int | None
+    """0-based position in its lane when queued (at acceptance)."""
+    run_id: str | None
+    """The run that takes it: the active run, the run it started, or null (a future run)."""
     queue: QueueLanes
 
 
-class RemovedMessages(BaseModel):
+class QueueChanged(BaseModel):
+    """A queue edit, removal, move, clear or abort: what changed, and the queue."""
+
     conversation_id: str
-    removed: list[QueuedMessage]
+    message: QueuedMessage | None = None
+    removed: list[QueuedMessage] = []
+    queue: QueueLanes
+
+
+class RunStarted(BaseModel):
+    conversation_id: str
+    run_id: str
+    queue: QueueLanes
 
 
 class QueueContents(QueueLanes):
@@ -215,14 +229,46 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             **_BODY,
             400: ("invalid_json", "invalid_value"),
             404: ("conversation_not_found",),
-            409: ("queue_full",),
+            409: ("queue_full", "run_mismatch"),
             413: ("body_too_large", "message_too_large"),
             429: ("rate_limited", "too_many_runs"),
             503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
         },
     ),
+    ("patch", f"{CONV}/queue/{{message_id}}"): Operation(
+        body=QueueChanged,
+        errors={
+            **_BODY,
+            400: ("invalid_json", "invalid_value"),
+            404: ("conversation_not_found", "queued_message_not_found"),
+            409: ("already_delivered",),
+            413: ("body_too_large", "message_too_large"),
+            429: ("rate_limited",),
+            503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
+        },
+    ),
+    ("delete", f"{CONV}/queue/{{message_id}}"): Operation(
+        body=QueueChanged,
+        errors={
+            400: ("invalid_value",),
+            404: ("conversation_not_found", "queued_message_not_found"),
+            409: ("already_delivered",),
+            429: ("rate_limited",),
+            503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
+        },
+    ),
+    ("post", f"{CONV}/queue/send"): Operation(
+        body=RunStarted,
+        errors={
+            400: ("invalid_value",),
+            404: ("conversation_not_found",),
+            409: ("agent_busy",),
+            429: ("rate_limited", "too_many_runs"),
+            503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
+        },
+    ),
     ("post", f"{CONV}/abort"): Operation(
-        body=RemovedMessages,
+        body=QueueChanged,
         errors={
             **_BODY,
             400: ("invalid_json", "invalid_value"),
@@ -259,7 +305,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         },
     ),
     ("delete", f"{CONV}/queue"): Operation(
-        body=RemovedMessages,
+        body=QueueChanged,
         errors={
             400: ("invalid_value",),
             404: ("conversation_not_found",),
@@ -310,7 +356,8 @@ _MODELS: tuple[type[BaseModel], ...] = (
     ErrorBody,
     Envelope,
     MessageAccepted,
-    RemovedMessages,
+    QueueChanged,
+    RunStarted,
     ConversationStatus,
     QueueContents,
     History,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -32,6 +32,7 @@ from steerline.core.errors import (
     AgentBusyError,
     InvalidValueError,
     MessageTooLargeError,
+    RunMismatchError,
     SteerlineError,
 )
 from steerline.core.events import (
@@ -53,6 +54,25 @@ from steerline.runtime.inbox import (
     Lane,
     QueuedMessage,
     check_delivery_mode,
+)
+from steerline.service.commands import (
+    Abort,
+    Accepted,
+    ClearQueue,
+    Command,
+    EditQueued,
+    FollowUp,
+    Modes,
+    MoveQueued,
+    Prompt,
+    QueueChanged,
+    QueueView,
+    RemoveQueued,
+    Result,
+    SendNow,
+    SetModes,
+    Started,
+    Steer,
 )
 from steerline.service.state import (
     CONTEXT_KEY,
@@ -116,6 +136,8 @@ class Acceptance:
     queued: bool = False
     position: int = -1
     snapshot: InboxSnapshot | None = None
+    lane: Lane | None = None
+    """The lane it was queued in (None: it is the prompt of a run)."""
 
 
 _RECENT_ACCEPTANCES = 256
@@ -165,8 +187,8 @@ class Conversation:
         self.idle.set()
         self.last_seq = log.committed_seq(record.id)
         self.translator = RunTranslator(record.id, record.agent_name, self._append)
-        self._announce: tuple[str, Literal["steer", "follow_up"]] | None = None
-        self._announced_seq = 0
+        self._queued_at: dict[str, int] = {}
+        """seq of each just-accepted message's ``message_queued`` (its stream start)."""
         self._stopping = False
         """The active run has decided to stop (``agent_end``): it takes nothing more."""
         self._next: _Start | None = None
@@ -211,14 +233,13 @@ class Conversation:
             # an id is never a "duplicate" of a message that is not kept.
             self.save_queue()
             self._save_remembered_ids()
-        if isinstance(event, QueueUpdate) and self._announce is not None:
-            message_id, delivery = self._announce
-            self._announce = None
-            lane: Lane = "steering" if delivery == "steer" else "follow_up"
-            ids = [m.id for m in self.agent.inbox.messages(lane)]
-            position = ids.index(message_id) if message_id in ids else -1
-            self.translator.message_queued(message_id, delivery, position)
-            self._announced_seq = self.last_seq
+        cause = event.cause if isinstance(event, QueueUpdate) else None
+        if cause is not None and cause.kind == "queued" and cause.lane is not None:
+            # the queue change carries its cause: announce the accepted message
+            delivery: Delivery = "steer" if cause.lane == "steering" else "follow_up"
+            message_id = cause.message_ids[0]
+            self.translator.message_queued(message_id, delivery, cause.position or 0)
+            self._queued_at[message_id] = self.last_seq
         self.translator(event)
         if isinstance(event, MessageStart) and isinstance(event.message, UserMessage):
             # delivered: its thread_started is queued for commit just before this
@@ -358,6 +379,7 @@ class Conversation:
         priority: int = 0,
         start_if_idle: bool = True,
         fresh: bool = False,
+        expected_run_id: str | None = None,
     ) -> Acceptance:
         """Deliver a user message according to ``mode`` (SPEC §3.4).
 
@@ -381,25 +403,27 @@ class Conversation:
         message_id = message_id or new_id("msg")
         if self.agent.inbox.is_duplicate(message_id):
             return await self.acceptance_of(message_id)
+        if expected_run_id is not None and expected_run_id != self.agent.accepting_run_id:
+            raise RunMismatchError(
+                f"run {expected_run_id!r} is not the active run "
+                f"({self.agent.accepting_run_id or 'none is active'}); nothing was queued",
+                expected=expected_run_id,
+                actual=self.agent.accepting_run_id,
+            )
         self._fresh = fresh
         if not self.busy or self._stopping:
             if start_if_idle:
                 return await self._start(content, message_id)
         elif mode == "reject":
             raise ConversationBusyError("the conversation is running a task; mode=reject")
-        delivery: Delivery = "follow_up" if mode in ("auto", "follow_up") else "steer"
-        self._announce = (message_id, delivery)
-        self._announced_seq = 0
-        try:
-            if delivery == "steer":
-                result = self.agent.steer(
-                    content, id=message_id, priority=priority, interrupt=mode == "interrupt"
-                )
-            else:
-                result = self.agent.follow_up(content, id=message_id, priority=priority)
-        finally:
-            self._announce = None
-        after = self._announced_seq - 1 if self._announced_seq else self.last_seq
+        if mode in ("auto", "follow_up"):
+            result = self.agent.follow_up(content, id=message_id, priority=priority)
+        else:
+            result = self.agent.steer(
+                content, id=message_id, priority=priority, interrupt=mode == "interrupt"
+            )
+        queued_at = self._queued_at.pop(message_id, 0)
+        after = queued_at - 1 if queued_at else self.last_seq
         after, start_run_id = self._accepted(message_id, after, None)
         await self.log.flush()
         return Acceptance(
@@ -410,6 +434,8 @@ class Conversation:
             queued=True,
             position=result.position,
             snapshot=self.agent.queue_snapshot(),
+            lane=result.lane,
+            run_id=result.run_id,
         )
 
     async def _start(
@@ -493,7 +519,7 @@ class Conversation:
     async def _run_one(self, start: _Start) -> None:
         try:
             if start.content is None:
-                await self.agent.continue_(run_id=start.run_id)
+                await self.agent.send_now(run_id=start.run_id)
             else:
                 await self.agent.prompt(start.content, id=start.message_id, run_id=start.run_id)
         except Exception:
@@ -513,12 +539,119 @@ class Conversation:
         except Exception:
             logger.exception("conversation %s: could not save its record", self.id)
 
-    async def continue_queued(self) -> Acceptance:
-        """Start a run from queued messages (the ``continue`` of the API)."""
+    async def send_now(self) -> Acceptance:
+        """Start a run with the kept queue (SPEC §2.9 ``send_now``): for an idle
+        conversation whose queue was kept by abort, error or recovery."""
         self._check_usable()
+        if self.busy and not self._stopping:
+            raise AgentBusyError("a run is active; the queue is delivered by it")
         if not self.agent.has_queued_messages():
             raise InvalidValueError("nothing is queued")
         return await self._start(None, None)
+
+    # -- the command set -------------------------------------------------------------
+    async def execute(self, command: Command, *, auto_continue: bool) -> Result:
+        """Run one command of the command set; the one entry point of every surface."""
+        self.touch()
+        match command:
+            case Prompt():
+                return self._accepted_result(
+                    await self.submit(
+                        command.content,
+                        mode="reject",
+                        message_id=command.id,
+                        priority=command.priority,
+                        start_if_idle=True,
+                    )
+                )
+            case Steer() | FollowUp():
+                interrupt = isinstance(command, Steer) and command.interrupt
+                mode: SubmitMode = (
+                    "follow_up"
+                    if isinstance(command, FollowUp)
+                    else ("interrupt" if interrupt else "steer")
+                )
+                return self._accepted_result(
+                    await self.submit(
+                        command.content,
+                        mode=mode,
+                        message_id=command.id,
+                        priority=command.priority,
+                        start_if_idle=auto_continue,
+                        expected_run_id=command.expected_run_id,
+                    )
+                )
+            case Abort():
+                removed = await self.abort(clear_queues=command.clear_queues)
+                return self._queue_result(removed=removed)
+            case ClearQueue():
+                lane = None if command.lane == "all" else command.lane
+                return self._queue_result(removed=await self.clear_queue(lane))
+            case SetModes():
+                await self.set_modes(
+                    steering_mode=command.steering_mode,
+                    follow_up_mode=command.follow_up_mode,
+                    steering_policy=command.steering_policy,
+                )
+                return Modes(
+                    conversation_id=self.id,
+                    steering_mode=self.agent.steering_mode,
+                    follow_up_mode=self.agent.follow_up_mode,
+                    steering_policy=self.agent.steering_policy,
+                )
+            case EditQueued():
+                self._check_usable()
+                if command.content is not None:
+                    check_message_size(command.content, self.agent.inbox.limits.max_message_bytes)
+                message = self.agent.edit_queued(
+                    command.id, content=command.content, priority=command.priority
+                )
+                await self.log.flush()
+                return self._queue_result(message=message)
+            case RemoveQueued():
+                self._check_usable()
+                message = self.agent.remove_queued(command.id)
+                await self.log.flush()
+                return self._queue_result(message=message)
+            case MoveQueued():
+                self._check_usable()
+                message = self.agent.move_queued(
+                    command.id, lane=command.lane, before=command.before
+                )
+                await self.log.flush()
+                return self._queue_result(message=message)
+            case SendNow():
+                acceptance = await self.send_now()
+                assert acceptance.run_id is not None
+                return Started(
+                    conversation_id=self.id, run_id=acceptance.run_id, queue=self.queue_view()
+                )
+
+    def queue_view(self) -> QueueView:
+        snapshot = self.agent.queue_snapshot()
+        return QueueView(steering=snapshot.steering, follow_up=snapshot.follow_up)
+
+    def _queue_result(
+        self, *, message: QueuedMessage | None = None, removed: Sequence[QueuedMessage] = ()
+    ) -> QueueChanged:
+        return QueueChanged(
+            conversation_id=self.id,
+            message=message.view() if message is not None else None,
+            removed=[m.view() for m in removed],
+            queue=self.queue_view(),
+        )
+
+    def _accepted_result(self, acceptance: Acceptance) -> Accepted:
+        return Accepted(
+            conversation_id=self.id,
+            message_id=acceptance.message_id,
+            duplicate=acceptance.duplicate,
+            queued=acceptance.queued,
+            lane=acceptance.lane,
+            position=acceptance.position if acceptance.queued else None,
+            run_id=acceptance.run_id,
+            queue=self.queue_view(),
+        )
 
     # -- control -------------------------------------------------------------------
     async def abort(self, clear_queues: bool = False) -> list[QueuedMessage]:

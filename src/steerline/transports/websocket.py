@@ -22,8 +22,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from steerline.core.errors import InvalidValueError, SteerlineError
 from steerline.core.text import MAX_ID_LENGTH, check_text
 from steerline.log.base import EventLog, RetentionError, StoredEvent
-from steerline.runtime.inbox import check_lane
-from steerline.service.conversation import Conversation, SubmitMode
+from steerline.service.commands import COMMAND_TYPES, decode_command
+from steerline.service.conversation import Conversation
 from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamRegistry, StreamSettings
 
 logger = logging.getLogger("steerline.ws")
@@ -210,11 +210,7 @@ class WebSocketSession:
             request_id = _request_id(frame.get("request_id"))
             _check_unicode(frame)
             self._on_frame()
-            kind = frame.get("type")
-            handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
-            if handler is None:
-                raise _FrameError("unknown_type", f"unknown frame type {kind!r}")
-            result = await handler(self, frame)
+            result = await self._dispatch(frame)
             await self.sink.send_json({"type": "ack", "request_id": request_id, **result})
         except (_FrameError, SteerlineError) as exc:
             await self._error(request_id, exc.code, exc.message)
@@ -230,59 +226,22 @@ class WebSocketSession:
             {"type": "error", "request_id": request_id, "error": {"code": code, "message": message}}
         )
 
-    async def _submit(self, frame: dict[str, Any], mode: SubmitMode, start: bool) -> dict[str, Any]:
-        content = frame.get("content")
-        if not isinstance(content, str) or not content:
-            raise _FrameError("invalid_frame", "'content' must be a non-empty string")
-        message_id = frame.get("id")
-        if message_id is not None and not isinstance(message_id, str):
-            raise _FrameError("invalid_frame", "'id' must be a string")
-        priority = frame.get("priority", 0)
-        if (
-            not isinstance(priority, int)
-            or isinstance(priority, bool)
-            or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
-        ):
-            raise _FrameError(
-                "invalid_frame", f"'priority' must be an integer within ±{MAX_PRIORITY}"
-            )
-        acceptance = await self.conversation.submit(
-            content, mode=mode, message_id=message_id, priority=priority, start_if_idle=start
-        )
-        return {
-            "message_id": acceptance.message_id,
-            "duplicate": acceptance.duplicate,
-            "run_id": acceptance.run_id,
-            "queued": acceptance.queued,
-        }
-
-    async def _prompt(self, frame: dict[str, Any]) -> dict[str, Any]:
-        return await self._submit(frame, "reject", True)
-
-    async def _steer(self, frame: dict[str, Any]) -> dict[str, Any]:
-        return await self._submit(frame, "steer", self.auto_continue)
-
-    async def _follow_up(self, frame: dict[str, Any]) -> dict[str, Any]:
-        return await self._submit(frame, "follow_up", self.auto_continue)
-
-    async def _abort(self, frame: dict[str, Any]) -> dict[str, Any]:
-        removed = await self.conversation.abort(clear_queues=bool(frame.get("clear_queues")))
-        return {"removed": msgspec.to_builtins(removed)}
-
-    async def _clear_queue(self, frame: dict[str, Any]) -> dict[str, Any]:
-        lane = frame.get("lane", "all")
-        removed = await self.conversation.clear_queue(
-            None if lane in (None, "all") else check_lane(str(lane))
-        )
-        return {"removed": msgspec.to_builtins(removed)}
-
-    async def _set_modes(self, frame: dict[str, Any]) -> dict[str, Any]:
-        values = {k: frame.get(k) for k in ("steering_mode", "follow_up_mode", "steering_policy")}
-        for key, value in values.items():
-            if value is not None and not isinstance(value, str):
-                raise _FrameError("invalid_frame", f"'{key}' must be a string")
-        await self.conversation.set_modes(**values)
-        return {}
+    async def _dispatch(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Decode a frame into the conversation's command set and run it; the
+        HTTP routes decode their requests into the same commands."""
+        kind = frame.get("type")
+        if kind == "resume":
+            return await self._resume(frame)
+        if not isinstance(kind, str) or kind not in COMMAND_TYPES:
+            raise _FrameError("unknown_type", f"unknown frame type {kind!r}")
+        fields = {key: value for key, value in frame.items() if key != "request_id"}
+        try:
+            command = decode_command(fields)
+        except msgspec.ValidationError as exc:
+            raise _FrameError("invalid_frame", str(exc)) from None
+        result = await self.conversation.execute(command, auto_continue=self.auto_continue)
+        encoded: dict[str, Any] = msgspec.to_builtins(result)
+        return encoded
 
     async def _resume(self, frame: dict[str, Any]) -> dict[str, Any]:
         after = frame.get("after")
@@ -328,14 +287,3 @@ class _FrameError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-_HANDLERS = {
-    "prompt": WebSocketSession._prompt,
-    "steer": WebSocketSession._steer,
-    "follow_up": WebSocketSession._follow_up,
-    "abort": WebSocketSession._abort,
-    "clear_queue": WebSocketSession._clear_queue,
-    "set_modes": WebSocketSession._set_modes,
-    "resume": WebSocketSession._resume,
-}
