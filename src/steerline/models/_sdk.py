@@ -1,4 +1,12 @@
-"""What the two SDK-based providers share: request options and error mapping.
+"""What the two SDK-based providers share: request options, error mapping
+and the streaming skeleton.
+
+:class:`SDKModelBase` is the template of a streamed reply: open the SDK
+stream, feed each event to the provider's :class:`ReplyTranslator`, map SDK
+and transport failures through :func:`to_model_error`, close the response
+even when the consumer is cancelled or stops early, and end with the
+translator's :class:`StreamEnd`. A provider supplies only its request
+(``request_params`` and ``_open_stream``) and its event → part translation.
 
 :func:`fit_request` moves request options an SDK method does not declare
 into ``extra_body``, so a configured option (``top_k``, ``repetition_penalty``,
@@ -29,14 +37,16 @@ from __future__ import annotations
 import email.utils
 import inspect
 import time
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
+import anyio
 import httpx2
 
 from steerline.core.errors import ModelError
-from steerline.models.base import KeyRefusedError
+from steerline.models.base import KeyRefusedError, ModelPart, ModelRequest, StreamEnd
 from steerline.models.keys import PROVIDER_APIS, api_key_for, endpoint
 
 TRANSIENT_STATUS = frozenset({408, 409, 429})
@@ -275,16 +285,74 @@ def client_settings(
     return settings
 
 
-class _Closable(Protocol):
-    async def close(self) -> None: ...
+class ReplyTranslator(Protocol):
+    """One streamed reply's SDK events → model parts (a fresh one per reply)."""
+
+    def translate(self, event: Any) -> Iterable[ModelPart]:
+        """The parts one SDK stream event brings (often none)."""
+        ...
+
+    def end(self) -> StreamEnd:
+        """The reply's end once the stream is exhausted; raises ``ModelError``
+        when it was cut (:func:`stream_cut`) or refused."""
+        ...
 
 
-class SDKModelBase:
-    """What both SDK-backed models share: closing a client they created
-    themselves (never one passed in) and ``async with`` support."""
+class SDKModelBase(ABC):
+    """What both SDK-backed models share: the streaming loop (:meth:`stream`),
+    closing a client they created themselves (never one passed in) and
+    ``async with`` support.
 
-    client: _Closable
+    A subclass sets ``provider`` and ``errors`` and implements
+    :meth:`request_params`, :meth:`_open_stream` and :meth:`_translator`.
+    """
+
+    provider: ClassVar[str]
+    errors: ClassVar[SDKErrors]
+    model: str
+    client: Any
     _owns_client: bool
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    @property
+    def base_url(self) -> str:
+        return str(self.client.base_url)
+
+    @abstractmethod
+    def request_params(self, request: ModelRequest) -> dict[str, Any]:
+        """The keyword arguments of the SDK's streaming call for ``request``."""
+
+    @abstractmethod
+    async def _open_stream(self, params: dict[str, Any]) -> Any:
+        """Start the SDK's streaming call; returns the async-iterable response
+        (with ``close()``)."""
+
+    @abstractmethod
+    def _translator(self) -> ReplyTranslator:
+        """A fresh translator for one reply."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelPart]:
+        params = self.request_params(request)
+        catch = self.errors.catch
+        try:
+            response = await self._open_stream(params)
+        except catch as exc:
+            raise to_model_error(exc, self.provider, self.errors) from exc
+        translator = self._translator()
+        try:
+            try:
+                async for event in response:
+                    for part in translator.translate(event):
+                        yield part
+            except catch as exc:
+                raise to_model_error(exc, self.provider, self.errors) from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.close()
+        yield translator.end()
 
     async def aclose(self) -> None:
         """Close the HTTP client (only if this model created it)."""
@@ -296,3 +364,6 @@ class SDKModelBase:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r})"

@@ -14,19 +14,16 @@
 Requests: the system prompt goes in ``system``; tool results are user
 ``tool_result`` blocks; consecutive messages of one role are merged, as the
 API requires alternation. Thinking blocks are sent back with the signature
-the API gave them (remembered by this model instance, since steerline's
-messages keep only the text); a thinking block whose signature is unknown
-(e.g. a conversation reloaded in another process) is left out.
+the API gave them (kept in ``ThinkingContent.signature``); a thinking block
+without a signature is left out.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import anthropic
-import anyio
 
 from steerline.core.errors import ModelError
 from steerline.core.messages import (
@@ -48,7 +45,6 @@ from steerline.models._sdk import (
     client_settings,
     fit_request,
     stream_cut,
-    to_model_error,
 )
 from steerline.models.base import (
     EndpointCheck,
@@ -75,7 +71,6 @@ ERRORS = SDKErrors(
 SDK_ERRORS = ERRORS.catch
 DEFAULT_MAX_TOKENS = 8192
 """The Messages API requires ``max_tokens``; this is used when none is set."""
-MAX_REMEMBERED_SIGNATURES = 1024
 
 STOP_REASONS: dict[str, AssistantStopReason] = {
     "end_turn": "stop",
@@ -106,16 +101,13 @@ def _content_blocks(parts: list[TextContent | ImageContent]) -> list[dict[str, A
     return blocks
 
 
-def _assistant_blocks(
-    message: AssistantMessage, signatures: Mapping[str, str]
-) -> list[dict[str, Any]]:
+def _assistant_blocks(message: AssistantMessage) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, ThinkingContent):
-            signature = part.signature or signatures.get(part.thinking)
-            if signature:
+            if part.signature:
                 blocks.append(
-                    {"type": "thinking", "thinking": part.thinking, "signature": signature}
+                    {"type": "thinking", "thinking": part.thinking, "signature": part.signature}
                 )
         elif isinstance(part, TextContent):
             if part.text:
@@ -142,9 +134,7 @@ def _tool_result_block(message: ToolResultMessage) -> dict[str, Any]:
     return block
 
 
-def to_anthropic_messages(
-    messages: list[Message], signatures: Mapping[str, str] | None = None
-) -> list[dict[str, Any]]:
+def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
     """steerline messages → Messages API ``messages`` (roles alternate)."""
     out: list[dict[str, Any]] = []
     for message in messages:
@@ -156,7 +146,7 @@ def to_anthropic_messages(
             ]
         elif isinstance(message, AssistantMessage):
             role = "assistant"
-            blocks = _assistant_blocks(message, signatures or {})
+            blocks = _assistant_blocks(message)
         else:
             role = "user"
             blocks = [_tool_result_block(message)]
@@ -192,14 +182,19 @@ def _int(value: Any) -> int:
 class _EventTranslator:
     """The raw stream events of one reply → model parts."""
 
-    def __init__(self, on_signature: Callable[[str, str], None]) -> None:
-        self._on_signature = on_signature
+    def __init__(self) -> None:
         self._blocks: dict[int, str] = {}  # block index → block type
-        self._thinking: dict[int, list[str]] = {}
         self._signatures: dict[int, str] = {}
         self._input_tokens = 0
         self.stop_reason: str | None = None
         self.stopped = False
+
+    def end(self) -> StreamEnd:
+        if not self.stopped:
+            raise stream_cut(PROVIDER)
+        if self.stop_reason == "refusal":
+            raise ModelError("anthropic: the model declined to answer (stop_reason=refusal)")
+        return StreamEnd(STOP_REASONS.get(self.stop_reason or "end_turn", "stop"))
 
     def translate(self, event: Any) -> Iterator[ModelPart]:
         kind = getattr(event, "type", None)
@@ -223,8 +218,6 @@ class _EventTranslator:
             if block_type == "tool_use":
                 yield ToolCallEndPart(event.index)
             elif block_type == "thinking" and self._signatures.get(event.index):
-                text = "".join(self._thinking.get(event.index, []))
-                self._on_signature(text, self._signatures[event.index])
                 yield ThinkingPart("", signature=self._signatures[event.index])
         elif kind == "message_delta":
             self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
@@ -241,17 +234,13 @@ class _EventTranslator:
             yield ToolCallPart(index=index, id=block.id, name=block.name)
         elif block.type == "text" and getattr(block, "text", ""):
             yield TextPart(block.text)
-        elif block.type == "thinking":
-            self._thinking[index] = []
-            if getattr(block, "thinking", ""):
-                self._thinking[index].append(block.thinking)
-                yield ThinkingPart(block.thinking)
+        elif block.type == "thinking" and getattr(block, "thinking", ""):
+            yield ThinkingPart(block.thinking)
 
     def _block_delta(self, index: int, delta: Any) -> Iterator[ModelPart]:
         if delta.type == "text_delta" and delta.text:
             yield TextPart(delta.text)
         elif delta.type == "thinking_delta" and delta.thinking:
-            self._thinking.setdefault(index, []).append(delta.thinking)
             yield ThinkingPart(delta.thinking)
         elif delta.type == "signature_delta":
             self._signatures[index] = self._signatures.get(index, "") + delta.signature
@@ -276,6 +265,8 @@ class AnthropicModel(SDKModelBase):
     ``stop_sequences``, ``metadata``, ``extra_headers`` for beta flags, ...).
     """
 
+    provider = PROVIDER
+    errors = ERRORS
     client: anthropic.AsyncAnthropic
 
     def __init__(
@@ -299,7 +290,6 @@ class AnthropicModel(SDKModelBase):
         self.max_tokens = max_tokens or DEFAULT_MAX_TOKENS
         self.thinking_budget = thinking_budget
         self.request_options = request_options
-        self._signatures: OrderedDict[str, str] = OrderedDict()
         self._owns_client = client is None
         if client is None:
             settings = client_settings(PROVIDER, api_key, base_url, timeout, default_headers)
@@ -307,20 +297,12 @@ class AnthropicModel(SDKModelBase):
         self.client = client
         self._accepted = accepted_keywords(self.client.messages.create)
 
-    @property
-    def name(self) -> str:
-        return self.model
-
-    @property
-    def base_url(self) -> str:
-        return str(self.client.base_url)
-
     def request_params(self, request: ModelRequest) -> dict[str, Any]:
         """The keyword arguments of ``messages.create`` for ``request``."""
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
-            "messages": to_anthropic_messages(list(request.messages), self._signatures),
+            "messages": to_anthropic_messages(list(request.messages)),
             "stream": True,
         }
         if request.system_prompt:
@@ -334,34 +316,11 @@ class AnthropicModel(SDKModelBase):
         params.update(self.request_options)
         return fit_request(params, self._accepted)
 
-    def _remember_signature(self, thinking: str, signature: str) -> None:
-        self._signatures[thinking] = signature
-        self._signatures.move_to_end(thinking)
-        while len(self._signatures) > MAX_REMEMBERED_SIGNATURES:
-            self._signatures.popitem(last=False)
+    async def _open_stream(self, params: dict[str, Any]) -> Any:
+        return await self.client.messages.create(**params)
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelPart]:
-        params = self.request_params(request)
-        try:
-            response = await self.client.messages.create(**params)
-        except SDK_ERRORS as exc:
-            raise to_model_error(exc, PROVIDER, ERRORS) from exc
-        translator = _EventTranslator(self._remember_signature)
-        try:
-            try:
-                async for event in response:
-                    for part in translator.translate(event):
-                        yield part
-            except SDK_ERRORS as exc:
-                raise to_model_error(exc, PROVIDER, ERRORS) from exc
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.close()
-        if not translator.stopped:
-            raise stream_cut(PROVIDER)
-        if translator.stop_reason == "refusal":
-            raise ModelError("anthropic: the model declined to answer (stop_reason=refusal)")
-        yield StreamEnd(STOP_REASONS.get(translator.stop_reason or "end_turn", "stop"))
+    def _translator(self) -> _EventTranslator:
+        return _EventTranslator()
 
     async def check(self) -> EndpointCheck:
         """Reach the endpoint once (``GET /v1/models``) and look for the model in its list.
@@ -390,6 +349,3 @@ class AnthropicModel(SDKModelBase):
         except SDK_ERRORS:
             return EndpointCheck(served)  # a compatible server without the lookup: cannot tell
         return EndpointCheck(served, True)
-
-    def __repr__(self) -> str:
-        return f"AnthropicModel({self.model!r}, base_url={self.base_url!r})"

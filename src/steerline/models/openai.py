@@ -21,10 +21,9 @@ The SDK's own retries are off; the runtime retries transient errors.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import anyio
 import openai
 
 from steerline.core.errors import ModelError
@@ -46,7 +45,6 @@ from steerline.models._sdk import (
     client_settings,
     fit_request,
     stream_cut,
-    to_model_error,
 )
 from steerline.models.base import (
     EndpointCheck,
@@ -234,6 +232,14 @@ class _ChunkTranslator:
         self._calls = _CallIndexer()
         self.finish_reason: str | None = None
 
+    def end(self) -> StreamEnd:
+        finish = self.finish_reason
+        if finish is None:
+            raise stream_cut(PROVIDER)
+        if finish == "content_filter":
+            raise ModelError("openai: the reply was stopped by the provider's content filter")
+        return StreamEnd(FINISH_REASONS.get(finish, "stop"))
+
     def translate(self, chunk: Any) -> Iterator[ModelPart]:
         usage = getattr(chunk, "usage", None)
         if usage is not None:
@@ -280,6 +286,8 @@ class OpenAIModel(SDKModelBase):
     ``AsyncOpenAI`` (its retries should be off).
     """
 
+    provider = PROVIDER
+    errors = ERRORS
     client: openai.AsyncOpenAI
 
     def __init__(
@@ -310,14 +318,6 @@ class OpenAIModel(SDKModelBase):
         self.client = client
         self._accepted = accepted_keywords(self.client.chat.completions.create)
 
-    @property
-    def name(self) -> str:
-        return self.model
-
-    @property
-    def base_url(self) -> str:
-        return str(self.client.base_url)
-
     def request_params(self, request: ModelRequest) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for ``request``."""
         params: dict[str, Any] = {
@@ -336,29 +336,11 @@ class OpenAIModel(SDKModelBase):
         params.update(self.request_options)
         return fit_request(params, self._accepted)
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelPart]:
-        params = self.request_params(request)
-        try:
-            response = await self.client.chat.completions.create(**params)
-        except SDK_ERRORS as exc:
-            raise to_model_error(exc, PROVIDER, ERRORS) from exc
-        translator = _ChunkTranslator()
-        try:
-            try:
-                async for chunk in response:
-                    for part in translator.translate(chunk):
-                        yield part
-            except SDK_ERRORS as exc:
-                raise to_model_error(exc, PROVIDER, ERRORS) from exc
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.close()
-        finish = translator.finish_reason
-        if finish is None:
-            raise stream_cut(PROVIDER)
-        if finish == "content_filter":
-            raise ModelError("openai: the reply was stopped by the provider's content filter")
-        yield StreamEnd(FINISH_REASONS.get(finish, "stop"))
+    async def _open_stream(self, params: dict[str, Any]) -> Any:
+        return await self.client.chat.completions.create(**params)
+
+    def _translator(self) -> _ChunkTranslator:
+        return _ChunkTranslator()
 
     async def check(self) -> EndpointCheck:
         """Reach the endpoint once (``GET /models``) and look for the model in its list.
@@ -378,6 +360,3 @@ class OpenAIModel(SDKModelBase):
             return EndpointCheck(served)
         names = {self.model, f"{self.model}:latest"}
         return EndpointCheck(served, any(name in names for name in served))
-
-    def __repr__(self) -> str:
-        return f"OpenAIModel({self.model!r}, base_url={self.base_url!r})"
