@@ -27,6 +27,7 @@ from steerline.core.messages import (
     ToolResultMessage,
     UserMessage,
 )
+from steerline.demo import demo_agent
 from steerline.models import DemoModel, Model, ScriptedError, ScriptedModel, ScriptedReply
 from steerline.runtime import (
     Agent,
@@ -72,11 +73,6 @@ def __getattr__(name: str) -> object:
     if module is None:
         raise AttributeError(f"module 'steerline' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
-
-
-def demo_agent(**settings: object) -> Agent:
-    """The offline demo agent: ``DemoModel`` with the demo tools."""
-    return Agent(model=DemoModel(), tools=demo_tools(), **settings)  # type: ignore[arg-type]
 
 
 __all__ = [

@@ -65,6 +65,7 @@ import pydantic
 from pydantic_core import ErrorDetails
 
 from steerline.core.errors import InvalidValueError, ModelError, SteerlineError
+from steerline.demo import DEMO_DESCRIPTION, DEMO_NAME, demo_tool_names
 from steerline.models.base import EndpointCheck, KeyRefusedError, Model
 from steerline.models.keys import NO_KEY, PROVIDER_APIS, api_key_for, endpoint
 from steerline.models.registry import PROVIDERS, build_model
@@ -448,12 +449,12 @@ class SteerlineConfig(pydantic.BaseModel):
 
 
 def demo_agent_config() -> AgentConfig:
-    """The built-in ``demo`` agent: offline model, the four demo tools."""
+    """The built-in ``demo`` agent (:mod:`steerline.demo`) as a configured agent."""
     return AgentConfig(
-        name="demo",
+        name=DEMO_NAME,
         provider="demo",
-        description="Offline demo agent: echoes, obeys /call, /think and /delay directives.",
-        tools=list(BUILTIN_TOOLS),
+        description=DEMO_DESCRIPTION,
+        tools=demo_tool_names(),
     )
 
 

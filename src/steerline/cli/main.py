@@ -21,10 +21,9 @@ from steerline.core.events import (
     TurnEnd,
     encode_event,
 )
-from steerline.models.demo import DemoModel
-from steerline.runtime.agent import Agent, check_policy
+from steerline.demo import demo_agent
+from steerline.runtime.agent import check_policy
 from steerline.runtime.inbox import check_delivery_mode
-from steerline.tools.builtin import demo_tools
 
 app = typer.Typer(
     help="steerline: a runtime and server for interactive, steerable AI agents.",
@@ -75,9 +74,7 @@ def run(
 ) -> None:
     """Run the offline demo agent in-process and print its events as they stream."""
     try:
-        agent = Agent(
-            model=DemoModel(),
-            tools=demo_tools(),
+        agent = demo_agent(
             steering_policy=check_policy(policy),
             steering_mode=check_delivery_mode(steering_mode),
             follow_up_mode=check_delivery_mode(follow_up_mode),

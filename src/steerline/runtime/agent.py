@@ -34,7 +34,6 @@ from steerline.core.messages import (
     content_size,
 )
 from steerline.models.base import Model
-from steerline.models.demo import DemoModel
 from steerline.runtime.executor import ToolExecution
 from steerline.runtime.hub import EventCallback, EventHub, EventStream
 from steerline.runtime.inbox import (
@@ -91,7 +90,12 @@ class Agent:
         tool_cancel_grace: float = 0.0,
         messages: Iterable[Message] = (),
     ) -> None:
-        self.model: Model = model if model is not None else DemoModel()
+        if model is None:
+            raise TypeError(
+                "Agent needs a model: pass model=...; steerline.DemoModel() is the offline demo "
+                "(or use steerline.demo_agent())"
+            )
+        self.model: Model = model
         self.tools: list[Tool] = list(tools)
         self.system_prompt = system_prompt
         self.steering_policy = steering_policy

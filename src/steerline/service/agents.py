@@ -6,9 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from steerline.core.errors import SteerlineError
-from steerline.models.demo import DemoModel
+from steerline.demo import DEMO_DESCRIPTION, DEMO_NAME, demo_agent
 from steerline.runtime.agent import Agent
-from steerline.tools.builtin import demo_tools
 
 
 class UnknownAgentError(SteerlineError):
@@ -26,11 +25,8 @@ class AgentSpec:
 
 
 def demo_spec() -> AgentSpec:
-    return AgentSpec(
-        name="demo",
-        build=lambda: Agent(model=DemoModel(), tools=demo_tools()),
-        description="Offline demo agent: echoes, obeys /call, /think and /delay directives.",
-    )
+    """The built-in ``demo`` agent (:mod:`steerline.demo`)."""
+    return AgentSpec(name=DEMO_NAME, build=demo_agent, description=DEMO_DESCRIPTION)
 
 
 class AgentRegistry:
