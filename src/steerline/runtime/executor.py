@@ -113,10 +113,6 @@ class ToolBatch:
         else:
             running.scope.cancel()
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
     # -- internals -----------------------------------------------------------
     async def _run_and_release(
         self,

@@ -139,7 +139,3 @@ class EventHub:
     def remove_stream(self, stream: EventStream) -> None:
         if stream in self._streams:
             self._streams.remove(stream)
-
-    def close_streams(self) -> None:
-        for stream in list(self._streams):
-            stream.close()
