@@ -8,11 +8,13 @@ import sys
 import steerline
 
 EXPECTED = {
-    "Agent", "AgentBusyError", "AgentConfig", "AgentEvent", "AnthropicModel",
-    "AssistantMessage", "ConfigError", "DemoModel", "EnqueueResult", "EventStream",
-    "EventStreamOverflow", "ImageContent", "InboxError", "InboxLimits", "InvalidValueError",
-    "Message", "MessageTooLargeError", "Model", "ModelError", "OpenAIModel", "QueueFullError",
-    "QueuedMessage", "RetryPolicy", "RunResult", "ScriptedError", "ScriptedModel",
+    "Agent", "AgentBusyError", "AgentConfig", "AgentEvent", "AlreadyDeliveredError",
+    "AnthropicModel", "AssistantMessage", "ConfigError", "DemoModel", "EndpointCheckError",
+    "EnqueueResult", "ErrorKind", "EventStream", "EventStreamOverflow", "ImageContent",
+    "InboxError", "InboxLimits", "InvalidValueError", "Message", "MessageTooLargeError",
+    "Model", "ModelError", "OpenAIModel", "QueueFullError", "QueuedMessage",
+    "QueuedMessageNotFoundError", "RetryPolicy", "RunMismatchError", "RunResult",
+    "ScriptedError", "ScriptedModel",
     "ScriptedReply", "SteerlineConfig", "SteerlineError", "TextContent", "ThinkingContent",
     "Tool", "ToolCall", "ToolContext", "ToolError", "ToolResultMessage", "UserMessage",
     "__version__", "build_model", "check_agent", "demo_agent", "demo_tools", "encode_event",

@@ -9,11 +9,17 @@ from typing import TYPE_CHECKING
 
 from steerline.core.errors import (
     AgentBusyError,
+    AlreadyDeliveredError,
+    ConfigError,
+    EndpointCheckError,
+    ErrorKind,
     InboxError,
     InvalidValueError,
     MessageTooLargeError,
     ModelError,
+    QueuedMessageNotFoundError,
     QueueFullError,
+    RunMismatchError,
     SteerlineError,
 )
 from steerline.core.events import AgentEvent, encode_event
@@ -44,7 +50,6 @@ from steerline.tools import Tool, ToolContext, ToolError, demo_tools, tool
 if TYPE_CHECKING:
     from steerline.config import (
         AgentConfig,
-        ConfigError,
         SteerlineConfig,
         check_agent,
         load_config,
@@ -61,7 +66,6 @@ _LAZY = {
     "OpenAIModel": "steerline.models.openai",
     "build_model": "steerline.models.registry",
     "AgentConfig": "steerline.config",
-    "ConfigError": "steerline.config",
     "SteerlineConfig": "steerline.config",
     "check_agent": "steerline.config",
     "load_config": "steerline.config",
@@ -80,11 +84,14 @@ __all__ = [
     "AgentBusyError",
     "AgentConfig",
     "AgentEvent",
+    "AlreadyDeliveredError",
     "AnthropicModel",
     "AssistantMessage",
     "ConfigError",
     "DemoModel",
+    "EndpointCheckError",
     "EnqueueResult",
+    "ErrorKind",
     "EventStream",
     "EventStreamOverflow",
     "ImageContent",
@@ -98,7 +105,9 @@ __all__ = [
     "OpenAIModel",
     "QueueFullError",
     "QueuedMessage",
+    "QueuedMessageNotFoundError",
     "RetryPolicy",
+    "RunMismatchError",
     "RunResult",
     "ScriptedError",
     "ScriptedModel",

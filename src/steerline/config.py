@@ -64,7 +64,10 @@ import anyio
 import pydantic
 from pydantic_core import ErrorDetails
 
-from steerline.core.errors import InvalidValueError, ModelError, SteerlineError
+from steerline.core.errors import CheckFailure as CheckFailure
+from steerline.core.errors import ConfigError as ConfigError
+from steerline.core.errors import EndpointCheckError as EndpointCheckError
+from steerline.core.errors import InvalidValueError, ModelError
 from steerline.demo import DEMO_DESCRIPTION, DEMO_NAME, demo_tool_names
 from steerline.models.base import EndpointCheck, KeyRefusedError, Model
 from steerline.models.keys import NO_KEY, PROVIDER_APIS, api_key_for, endpoint
@@ -89,12 +92,6 @@ BUILTIN_TOOLS: dict[str, Tool] = {
     "echo": echo,
 }
 DEFAULT_TENANT = "default"
-
-
-class ConfigError(SteerlineError):
-    """The configuration is invalid; the message names the file, agent and field."""
-
-    code = "config_error"
 
 
 # -- schema -------------------------------------------------------------------
@@ -812,17 +809,6 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
     return config_from_dict(data, env=env, source=str(file), base_dir=file.parent)
-
-
-CheckFailure = Literal["unreachable", "key_refused", "model_not_served"]
-
-
-class EndpointCheckError(ConfigError):
-    """:func:`check_agent` found the endpoint unusable; ``reason`` says how."""
-
-    def __init__(self, message: str, reason: CheckFailure) -> None:
-        super().__init__(message)
-        self.reason: CheckFailure = reason
 
 
 MODELS_SHOWN = 10

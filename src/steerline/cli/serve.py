@@ -21,7 +21,7 @@ from types import FrameType
 import uvicorn
 
 from steerline.config import ConfigError, EndpointCheckError, SteerlineConfig, check_agent
-from steerline.core.errors import SteerlineError
+from steerline.core.errors import PortInUseError as PortInUseError
 from steerline.server.app import ServerState, create_app
 from steerline.server.serving import uvicorn_options
 from steerline.server.settings import ServerSettings, check_bind
@@ -44,10 +44,6 @@ class _DrainingServer(uvicorn.Server):
 
 
 logger = logging.getLogger("steerline")
-
-
-class PortInUseError(SteerlineError):
-    code = "port_in_use"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

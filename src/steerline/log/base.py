@@ -21,37 +21,13 @@ from typing import Literal
 
 import anyio
 
-from steerline.core.errors import SteerlineError
+# Defined in steerline.core.errors; re-exported here, where they used to live.
+from steerline.core.errors import ConversationExistsError as ConversationExistsError
+from steerline.core.errors import RetentionError as RetentionError
+from steerline.core.errors import StorageUnavailableError as StorageUnavailableError
+from steerline.core.errors import StoreLockedError as StoreLockedError
 
 ConversationStatus = Literal["idle", "running"]
-
-
-class ConversationExistsError(SteerlineError):
-    """The id is in use, or was used by a conversation since deleted."""
-
-    code = "conversation_exists"
-
-
-class StorageUnavailableError(SteerlineError):
-    """The store cannot write right now (disk full, I/O error); HTTP 503.
-
-    Nothing already accepted is lost: what was queued for the store stays
-    queued and is written, in order, as soon as the store can write again.
-    """
-
-    code = "storage_unavailable"
-
-
-class StoreLockedError(SteerlineError):
-    """Another process owns this store (SPEC §4: one process per sqlite file)."""
-
-    code = "store_locked"
-
-
-class RetentionError(SteerlineError):
-    """Asked for events older than the retained log (HTTP 409)."""
-
-    code = "resume_too_old"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from steerline.core.errors import ModelError
+from steerline.core.errors import KeyRefusedError as KeyRefusedError
 from steerline.core.messages import AssistantStopReason, Message
 
 
@@ -111,14 +111,3 @@ class EndpointCheck:
     serves_model: bool | None = None
     """Whether the configured model is one of them (None: cannot tell, e.g. the
     endpoint lists none)."""
-
-
-class KeyRefusedError(ModelError):
-    """The endpoint answered 401/403: it refused the API key (it is reachable).
-
-    ``status`` is the HTTP status, ``detail`` what the endpoint said."""
-
-    def __init__(self, message: str, *, status: int, detail: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail

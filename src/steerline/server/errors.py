@@ -1,29 +1,15 @@
-"""Errors as JSON ``{"error": {"code", "message"}}`` with real status codes."""
+"""Errors as JSON ``{"error": {"code", "message"}}`` with real status codes.
+
+Every :class:`SteerlineError` has a ``kind`` (``steerline.core.errors``);
+:data:`STATUS` turns it into the HTTP status. :class:`HTTPError` is a route's
+error with an explicit status (its ``kind`` follows from that status).
+"""
 
 from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
-from steerline.core.errors import (
-    AgentBusyError,
-    AlreadyDeliveredError,
-    InboxError,
-    InvalidValueError,
-    MessageTooLargeError,
-    QueuedMessageNotFoundError,
-    QueueFullError,
-    RunMismatchError,
-    SteerlineError,
-)
-from steerline.log.base import (
-    ConversationExistsError,
-    RetentionError,
-    StorageUnavailableError,
-    StoreLockedError,
-)
-from steerline.service.agents import UnknownAgentError
-from steerline.service.conversation import ConversationBusyError, ConversationUnloadedError
-from steerline.service.service import ConversationNotFoundError, TooManyRunsError
+from steerline.core.errors import ErrorKind, SteerlineError
 
 
 class HTTPError(SteerlineError):
@@ -40,27 +26,23 @@ class HTTPError(SteerlineError):
         self.status = status
         self.code = code
         self.headers = headers or {}
+        self.kind = _KIND_OF_STATUS.get(status, ErrorKind.INVALID)
 
 
-_STATUS: list[tuple[type[SteerlineError], int]] = [
-    (QueuedMessageNotFoundError, 404),
-    (AlreadyDeliveredError, 409),
-    (RunMismatchError, 409),
-    (ConversationNotFoundError, 404),
-    (UnknownAgentError, 404),
-    (ConversationBusyError, 409),
-    (AgentBusyError, 409),
-    (ConversationExistsError, 409),
-    (RetentionError, 409),
-    (MessageTooLargeError, 413),
-    (QueueFullError, 409),
-    (InboxError, 400),
-    (InvalidValueError, 400),
-    (TooManyRunsError, 429),
-    (StorageUnavailableError, 503),
-    (StoreLockedError, 503),
-    (ConversationUnloadedError, 503),
-]
+STATUS: dict[ErrorKind, int] = {
+    ErrorKind.INVALID: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.RATE_LIMITED: 429,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.UPSTREAM: 502,
+}
+"""The HTTP status of each kind of error (``SteerlineError.kind``)."""
+
+_KIND_OF_STATUS = {status: kind for kind, status in STATUS.items()}
 
 _RETRY_AFTER = {503: "1", 429: "1"}
 """A 503 says when to try again: the condition is temporary by design."""
@@ -77,10 +59,7 @@ def error_response(
 def status_for(exc: SteerlineError) -> int:
     if isinstance(exc, HTTPError):
         return exc.status
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 400
+    return STATUS[exc.kind]
 
 
 def steerline_error_response(exc: SteerlineError) -> JSONResponse:

@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from steerline.core.errors import SteerlineError
+from steerline.core.errors import UnknownAgentError as UnknownAgentError
 from steerline.demo import DEMO_DESCRIPTION, DEMO_NAME, demo_agent
 from steerline.runtime.agent import Agent
-
-
-class UnknownAgentError(SteerlineError):
-    code = "unknown_agent"
 
 
 @dataclass(frozen=True, slots=True)

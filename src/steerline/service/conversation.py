@@ -33,8 +33,9 @@ from steerline.core.errors import (
     InvalidValueError,
     MessageTooLargeError,
     RunMismatchError,
-    SteerlineError,
 )
+from steerline.core.errors import ConversationBusyError as ConversationBusyError
+from steerline.core.errors import ConversationUnloadedError as ConversationUnloadedError
 from steerline.core.events import (
     AgentEnd,
     AgentEvent,
@@ -89,18 +90,6 @@ logger = logging.getLogger("steerline.service")
 
 SubmitMode = Literal["auto", "steer", "follow_up", "interrupt", "reject"]
 SUBMIT_MODES: tuple[SubmitMode, ...] = get_args(SubmitMode)
-
-
-class ConversationBusyError(SteerlineError):
-    """``mode=reject`` on a conversation that is running (HTTP 409)."""
-
-    code = "conversation_busy"
-
-
-class ConversationUnloadedError(SteerlineError):
-    """This object was unloaded (evicted or deleted); fetch the conversation again."""
-
-    code = "conversation_unloaded"
 
 
 def check_submit_mode(value: str) -> SubmitMode:

@@ -15,7 +15,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from steerline.core.errors import ConversationNotFoundError as ConversationNotFoundError
 from steerline.core.errors import SteerlineError
+from steerline.core.errors import TooManyRunsError as TooManyRunsError
 from steerline.core.ids import new_id
 from steerline.core.text import check_id
 from steerline.log.base import (
@@ -44,16 +46,6 @@ from steerline.wire.envelope import WireEvent, encode_unsealed, thread_id_of, th
 from steerline.wire.translate import conversation_started
 
 logger = logging.getLogger("steerline.service")
-
-
-class ConversationNotFoundError(SteerlineError):
-    code = "conversation_not_found"
-
-
-class TooManyRunsError(SteerlineError):
-    """The tenant already runs ``max_running_per_tenant`` conversations (HTTP 429)."""
-
-    code = "too_many_runs"
 
 
 @dataclass(frozen=True, slots=True)
