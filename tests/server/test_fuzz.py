@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from steerline.server.routes import ROUTERS
 from steerline.server.settings import ServerSettings, TenantLimits
 from tests.server.clients import WAIT, client, new_conversation, open_socket
 from tests.server.harness import RunningServer, problems, server_log
@@ -183,12 +184,16 @@ def fuzz_server(make_server: Callable[..., RunningServer], tmp_path: Path) -> Ru
 def test_every_route_is_fuzzed(server: RunningServer) -> None:
     """A new endpoint must join ENDPOINTS (and so the fuzzing) to pass."""
     fuzzed = {(method, path.replace("{id}", "{conversation_id}")) for method, path, *_ in ENDPOINTS}
+    # the app's own routes and those of its routers (FastAPI includes a router
+    # lazily: app.routes holds the router, not its routes)
+    every = [*server.server.config.app.routes, *(r for router in ROUTERS for r in router.routes)]
     routes: set[tuple[str, str]] = set()
-    for route in server.server.config.app.routes:
+    for route in every:
         if isinstance(route, APIRoute) and route.path not in ("/openapi.json", "/docs"):
             routes |= {(method, route.path) for method in route.methods if method != "HEAD"}
     assert routes - fuzzed == set()
-    ws = [r for r in server.server.config.app.routes if isinstance(r, APIWebSocketRoute)]
+    assert len(routes) == 17
+    ws = [r for r in every if isinstance(r, APIWebSocketRoute)]
     assert [r.path for r in ws] == ["/api/v1/conversations/{conversation_id}/ws"]
 
 

@@ -171,7 +171,8 @@ async def test_steer_after_tool_skips_calls_behind_the_parallel_cap(server: Runn
         client() as http,
         open_stream(http, "POST", f"{server.api}/agents/stream", json={"query": query}) as stream,
     ):
-        await stream.until(is_sleep_started)
+        for _ in range(8):  # all of them: a steer before a sleep starts skips that sleep
+            await stream.until(is_sleep_started)
         cid = stream.events[0]["data"]["conversation_id"]
         response = await http.post(
             f"{server.api}/conversations/{cid}/messages",
