@@ -1,8 +1,9 @@
 """The WebSocket transport: log events out, control frames in (SPEC §3.3).
 
 Frames in: ``{"type": "prompt"|"steer"|"follow_up"|"abort"|"clear_queue"|
-"set_modes"|"resume", "request_id": …}``, each answered by ``ack`` or
-``error`` with the same ``request_id``. A frame that is not JSON or not a
+"set_modes"|"edit_queued"|"remove_queued"|"move_queued"|"send_now"|"resume",
+"request_id": …}``, each answered by ``ack`` or ``error`` with the same
+``request_id`` (every frame with an example: docs/protocol.md). A frame that is not JSON or not a
 known type gets an ``error`` frame and the socket stays open. The socket
 starts at the live end of the log until the client sends ``resume{after}``.
 """
