@@ -397,3 +397,21 @@ async def test_a_conversation_is_created_with_its_first_event_in_one_commit(
         await conv.submit("and on from there")
         await wait_idle(conv)
         assert [e["seq"] for e in await log_of(restarted.log, cid)][:3] == [1, 2, 3]
+
+
+async def test_a_reordered_queue_is_restored_in_its_new_order(tmp_path: Path) -> None:
+    """A move changes only arrival numbers (its neighbours' too): they are stored."""
+    db = str(tmp_path / "o.db")
+    limits = ServiceLimits(auto_continue=False)
+    async with ConversationService(SqliteEventLog(db), limits=limits) as service:
+        conv = await service.create("t")
+        for name in ("a", "b", "c"):
+            await conv.submit(name, message_id=name, mode="follow_up", start_if_idle=False)
+        conv.agent.move_queued("c", before="a")
+        await service.log.flush()
+        order = [m.id for m in conv.agent.inbox.messages("follow_up")]
+        cid = conv.id
+    assert order == ["c", "a", "b"]
+    async with ConversationService(SqliteEventLog(db), limits=limits) as service:
+        conv = await service.get("t", cid)
+        assert [m.id for m in conv.agent.inbox.messages("follow_up")] == order

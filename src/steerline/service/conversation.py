@@ -142,6 +142,15 @@ class _AcceptancePoint(msgspec.Struct, omit_defaults=True):
 _acceptance_encoder = msgspec.json.Encoder()
 _acceptance_decoder = msgspec.json.Decoder(_AcceptancePoint)
 
+_Stored = tuple[Lane, int, int, int]
+
+
+def _stored_signature(message: QueuedMessage) -> _Stored:
+    """What, when it changes, makes a queued message's stored item stale: lane,
+    priority, arrival (a move or a renumbering changes only that) and content."""
+    return (message.lane, message.priority, message.arrival, id(message.content))
+
+
 Spawner = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
@@ -182,7 +191,7 @@ class Conversation:
         """The active run has decided to stop (``agent_end``): it takes nothing more."""
         self._next: _Start | None = None
         """A start requested while the active run was stopping; runs right after it."""
-        self._persisted_queue: dict[str, tuple[Lane, int, int]] = {}
+        self._persisted_queue: dict[str, _Stored] = {}
         self._since: dict[str, int] = {}
         """Stored queue items (queued or taken, not yet delivered) → their ``since``."""
         self._recent: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
@@ -245,10 +254,10 @@ class Conversation:
         lose it to a crash between the two commits.
         """
         inbox = self.agent.inbox
-        current: dict[str, tuple[Lane, int, int]] = {}
+        current: dict[str, _Stored] = {}
         for lane in LANES:
             for message in inbox.messages(lane):
-                signature = (lane, message.priority, id(message.content))
+                signature = _stored_signature(message)
                 current[message.id] = signature
                 if self._persisted_queue.get(message.id) != signature:
                     self._store(message)
@@ -271,7 +280,7 @@ class Conversation:
         """The queue as restored from storage is what storage holds."""
         inbox = self.agent.inbox
         self._persisted_queue = {
-            m.id: (lane, m.priority, id(m.content)) for lane in LANES for m in inbox.messages(lane)
+            m.id: _stored_signature(m) for lane in LANES for m in inbox.messages(lane)
         }
         self._since = dict(since)
 
