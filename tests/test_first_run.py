@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import steerline
-
-
-def steerline_script() -> str:
-    found = shutil.which("steerline") or str(Path(sys.executable).parent / "steerline")
-    assert Path(found).exists(), found
-    return found
+from tests.server.harness import steerline_script
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

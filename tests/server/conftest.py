@@ -8,7 +8,7 @@ import pytest
 
 from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry
-from tests.server.harness import RunningServer, start_server
+from tests.server.harness import RunningServer, Served, start_server
 
 
 @pytest.fixture
@@ -32,3 +32,11 @@ def make_server() -> Iterator[Callable[..., RunningServer]]:
 @pytest.fixture
 def server(make_server: Callable[..., RunningServer]) -> RunningServer:
     return make_server()
+
+
+@pytest.fixture
+def served() -> Iterator[list[Served]]:
+    processes: list[Served] = []
+    yield processes
+    for process in processes:
+        process.kill()

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import anyio
 import httpx2
@@ -160,3 +166,48 @@ def problems(records: list[logging.LogRecord], level: int = logging.WARNING) -> 
         for r in records
         if r.levelno >= level
     ]
+
+
+def steerline_script() -> str:
+    found = shutil.which("steerline") or str(Path(sys.executable).parent / "steerline")
+    assert Path(found).exists(), f"console script not found: {found}"
+    return found
+
+
+class Served:
+    """One ``steerline serve`` process (quacks like RunningServer for the helpers)."""
+
+    def __init__(
+        self, db: Path, workdir: Path, port: int | None = None, quiet: bool = False
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.url}/api/v1"
+        self.ws = self.url.replace("http://", "ws://") + "/api/v1"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STEERLINE_")}
+        # quiet: output to /dev/null, for tests that limit the process's file sizes
+        output = Path(os.devnull) if quiet else workdir / f"serve-{self.port}.log"
+        self.log = output.open("wb")
+        self.process = subprocess.Popen(
+            [
+                steerline_script(),
+                "serve",
+                "--port",
+                str(self.port),
+                "--store",
+                f"sqlite:///{db}",  # db is absolute: sqlite:////abs/path
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_ready(self) -> None:
+        await wait_healthy(self.url, lambda: self.process.poll() is None)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.log.close()

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -24,64 +19,11 @@ from tests.server.clients import (
     read_log,
     text_of,
 )
-from tests.server.harness import RunningServer, free_port, wait_healthy
+from tests.server.harness import RunningServer, Served
 
 pytestmark = pytest.mark.anyio
 
 LONG = "/delay 50\n" + " ".join(f"word{i}" for i in range(400))
-
-
-def steerline_script() -> str:
-    found = shutil.which("steerline") or str(Path(sys.executable).parent / "steerline")
-    assert Path(found).exists(), f"console script not found: {found}"
-    return found
-
-
-class Served:
-    """One ``steerline serve`` process (quacks like RunningServer for the helpers)."""
-
-    def __init__(
-        self, db: Path, workdir: Path, port: int | None = None, quiet: bool = False
-    ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.api = f"{self.url}/api/v1"
-        self.ws = self.url.replace("http://", "ws://") + "/api/v1"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STEERLINE_")}
-        # quiet: output to /dev/null, for tests that limit the process's file sizes
-        output = Path(os.devnull) if quiet else workdir / f"serve-{self.port}.log"
-        self.log = output.open("wb")
-        self.process = subprocess.Popen(
-            [
-                steerline_script(),
-                "serve",
-                "--port",
-                str(self.port),
-                "--store",
-                f"sqlite:///{db}",  # db is absolute: sqlite:////abs/path
-            ],
-            cwd=workdir,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def wait_ready(self) -> None:
-        await wait_healthy(self.url, lambda: self.process.poll() is None)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.log.close()
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[list[Served]]:
-    processes: list[Served] = []
-    yield processes
-    for process in processes:
-        process.kill()
 
 
 def as_server(served: Served) -> RunningServer:

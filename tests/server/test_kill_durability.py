@@ -33,12 +33,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -49,7 +45,7 @@ import httpx2
 import pytest
 
 from tests.server.clients import WAIT, client
-from tests.server.harness import free_port, wait_healthy
+from tests.server.harness import Served
 
 pytestmark = pytest.mark.anyio
 
@@ -76,47 +72,6 @@ LANES = ("steering", "follow_up")
 
 
 # -- the server process ----------------------------------------------------------------
-def steerline_script() -> str:
-    found = shutil.which("steerline") or str(Path(sys.executable).parent / "steerline")
-    assert Path(found).exists(), f"console script not found: {found}"
-    return found
-
-
-class Served:
-    """One ``steerline serve`` subprocess on ``db`` (config from ``workdir``)."""
-
-    def __init__(self, db: Path, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.api = f"{self.url}/api/v1"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STEERLINE_")}
-        self.output = (workdir / f"serve-{self.port}.log").open("wb")
-        self.process = subprocess.Popen(
-            [steerline_script(), "serve", "--port", str(self.port), "--store", f"sqlite:///{db}"],
-            cwd=workdir,
-            env=env,
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def wait_ready(self) -> None:
-        await wait_healthy(self.url, lambda: self.process.poll() is None)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.output.close()
-
-
-@pytest.fixture
-def served() -> Iterator[list[Served]]:
-    processes: list[Served] = []
-    yield processes
-    for process in processes:
-        process.kill()
-
-
 # -- raw SSE ---------------------------------------------------------------------------
 class Truncated(Exception):
     """The body ended in the middle of a frame (the server died while writing)."""
