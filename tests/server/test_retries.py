@@ -11,6 +11,7 @@ from tests.server.clients import (
     first,
     names,
     open_stream,
+    prompt,
     read_log,
     text_of,
 )
@@ -67,10 +68,7 @@ async def test_a_repost_without_last_event_id_gets_the_same_stream_again(
 
 async def test_last_event_id_without_a_message_id_is_a_resume(server: RunningServer) -> None:
     async with client() as http:
-        async with open_stream(
-            http, "POST", f"{server.api}/agents/stream", json={"query": "first"}
-        ) as stream:
-            events = await stream.rest()
+        events = await prompt(http, server, "first")
         cid = events[0]["data"]["conversation_id"]
         async with open_stream(
             http,

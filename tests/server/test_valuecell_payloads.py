@@ -20,7 +20,8 @@ from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry, AgentSpec
 from steerline.service.service import ConversationService
 from steerline.wire.envelope import WireEvent
-from tests.server.clients import client, first, names, open_stream, payload
+from steerline.wire.payloads import Content, ThreadMetadata
+from tests.server.clients import client, first, names, open_stream, payload, prompt
 from tests.server.harness import RunningServer
 
 pytestmark = pytest.mark.anyio
@@ -73,18 +74,9 @@ async def test_a_failed_run_says_why_on_its_thread(make_server: object) -> None:
 
 async def test_a_later_run_does_not_carry_the_last_runs_thread(server: RunningServer) -> None:
     async with client() as http:
-        async with open_stream(
-            http, "POST", f"{server.api}/agents/stream", json={"query": "one"}
-        ) as stream:
-            first_run = await stream.rest()
+        first_run = await prompt(http, server, "one")
         cid = first_run[0]["data"]["conversation_id"]
-        async with open_stream(
-            http,
-            "POST",
-            f"{server.api}/agents/stream",
-            json={"query": "two", "conversation_id": cid},
-        ) as stream:
-            second_run = await stream.rest()
+        second_run = await prompt(http, server, "two", conversation_id=cid)
     assert names(second_run)[0] == "task_started"
     assert "thread_id" not in second_run[0]["data"]
     assert (
@@ -102,8 +94,8 @@ async def test_recovery_fails_the_run_on_its_thread_with_text_to_show(tmp_path: 
         conv.translator.emit(
             WireEvent.THREAD_STARTED,
             "user",
-            payload={"content": "hi"},
-            metadata={"delivery": "prompt", "message_id": "m1"},
+            payload=Content(content="hi"),
+            metadata=ThreadMetadata(delivery="prompt", message_id="m1"),
         )
         record: ConversationRecord = conv.record
         record.status, record.active_run_id, record.owner = "running", "run-lost", "dead"

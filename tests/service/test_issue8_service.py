@@ -25,6 +25,7 @@ from steerline.service.conversation import Conversation, ConversationUnloadedErr
 from steerline.service.service import ConversationService, ServiceLimits, TooManyRunsError
 from steerline.service.state import QUEUE_ITEMS, encode_queued
 from steerline.wire.envelope import WireEvent
+from steerline.wire.payloads import Content, ThreadMetadata
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 10.0
@@ -342,8 +343,8 @@ async def test_recovery_keeps_a_taken_message_unless_its_delivery_reached_the_lo
         conv.translator.emit(
             WireEvent.THREAD_STARTED,
             "user",
-            payload={"content": "taken-and-delivered"},
-            metadata={"delivery": "follow_up", "message_id": "taken-and-delivered"},
+            payload=Content(content="taken-and-delivered"),
+            metadata=ThreadMetadata(delivery="follow_up", message_id="taken-and-delivered"),
         )
         conv.record.status, conv.record.active_run_id = "running", "run-lost"
         conv.record.owner = "a process that died"
