@@ -24,8 +24,13 @@ from steerline.server.from_config import settings_from_config
 from steerline.server.serving import redact_query
 from steerline.server.settings import ServerSettings
 from tests.server.clients import client, error_of, open_socket
-from tests.server.harness import RunningServer, free_port, server_log, wait_healthy
-from tests.server.test_durability import steerline_script
+from tests.server.harness import (
+    RunningServer,
+    free_port,
+    server_log,
+    steerline_script,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -19,8 +19,7 @@ import pytest
 
 from steerline.server.serving import uvicorn_options
 from steerline.server.settings import ServerSettings
-from tests.server.harness import RunningServer, free_port, wait_healthy
-from tests.server.test_durability import steerline_script
+from tests.server.harness import RunningServer, free_port, steerline_script, wait_healthy
 
 pytestmark = pytest.mark.anyio
 
