@@ -24,7 +24,7 @@ from steerline.config import ConfigError, EndpointCheckError, SteerlineConfig, c
 from steerline.core.errors import PortInUseError as PortInUseError
 from steerline.server.app import ServerState, create_app
 from steerline.server.serving import uvicorn_options
-from steerline.server.settings import ServerSettings, check_bind
+from steerline.server.settings import ServerSettings, check_bind, resolve_bind
 
 
 class _DrainingServer(uvicorn.Server):
@@ -49,9 +49,7 @@ logger = logging.getLogger("steerline")
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (an empty host means every interface)."""
     try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        infos = resolve_bind(host, port)
     except socket.gaierror as exc:
         raise PortInUseError(f"cannot resolve host {host!r}: {exc}") from None
     family, kind, proto, _, address = infos[0]

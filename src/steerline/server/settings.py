@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from steerline.log.base import LogSettings
 from steerline.service.service import ServiceLimits
@@ -66,8 +67,13 @@ def bind_addresses(host: str, port: int = 0) -> list[str]:
     and a name means every address it resolves to. Raises
     ``socket.gaierror`` / ``UnicodeError`` when ``host`` cannot be resolved.
     """
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    return sorted({str(info[4][0]) for info in infos})
+    return sorted({str(info[4][0]) for info in resolve_bind(host, port)})
+
+
+def resolve_bind(host: str, port: int) -> list[tuple[Any, ...]]:
+    """``getaddrinfo`` as a server bind resolves ``host`` (``""``: every
+    interface): one place, so the loopback check judges what ``serve`` binds."""
+    return socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
 
 
 def is_loopback_address(address: str) -> bool:
