@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgspec
@@ -17,6 +16,7 @@ from steerline.wire.payloads import (
     ToolCallStarted,
     decode_payload,
 )
+from steerline.wire.translate import tool_result_text
 
 
 class _Envelope(msgspec.Struct):
@@ -100,22 +100,9 @@ def _merge(item: dict[str, Any], payload: Payload | None, metadata: ThreadMetada
     elif isinstance(payload, ToolCallCompleted):
         item.update(
             tool_name=payload.tool_name,
-            result=_tool_result_text(payload.tool_result),
+            result=tool_result_text(payload.tool_result),
             is_error=payload.is_error,
             skipped=payload.skipped,
         )
     else:
         item.update(msgspec.to_builtins(payload))
-
-
-def _tool_result_text(value: Any) -> Any:
-    """The result text inside ValueCell's ``[{"content": …}]`` JSON string."""
-    if not isinstance(value, str):
-        return value
-    try:
-        parts = json.loads(value)
-    except ValueError:
-        return value
-    if isinstance(parts, list) and all(isinstance(p, dict) for p in parts):
-        return "".join(str(p.get("content", "")) for p in parts)
-    return value

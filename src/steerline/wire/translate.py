@@ -94,6 +94,17 @@ def tool_result_json(result: str) -> str:
     return json.dumps([{"content": result}], ensure_ascii=False)
 
 
+def tool_result_text(value: str) -> str:
+    """The inverse of :func:`tool_result_json` (other text passes through)."""
+    try:
+        parts = json.loads(value)
+    except ValueError:
+        return value
+    if isinstance(parts, list) and all(isinstance(p, dict) for p in parts):
+        return "".join(str(p.get("content", "")) for p in parts)
+    return value
+
+
 def _failed_payload(message: str) -> TaskEnded:
     """``task_failed``'s payload (SPEC §3.2): ``content`` is what ValueCell's UI shows."""
     return TaskEnded(stop_reason="error", error=message, content=message)
