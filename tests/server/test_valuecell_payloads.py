@@ -19,7 +19,7 @@ from steerline.runtime.agent import Agent
 from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry, AgentSpec
 from steerline.service.service import ConversationService
-from steerline.wire.envelope import WireEvent
+from steerline.wire.envelope import EventName
 from steerline.wire.payloads import Content, ThreadMetadata
 from tests.server.clients import client, first, names, open_stream, payload, prompt
 from tests.server.harness import RunningServer
@@ -92,7 +92,7 @@ async def test_recovery_fails_the_run_on_its_thread_with_text_to_show(tmp_path: 
         conv.translator.task_id = "run-lost"
         conv.translator.thread_id = "thread-lost"
         conv.translator.emit(
-            WireEvent.THREAD_STARTED,
+            EventName.THREAD_STARTED,
             "user",
             payload=Content(content="hi"),
             metadata=ThreadMetadata(delivery="prompt", message_id="m1"),

@@ -24,7 +24,7 @@ from steerline.server.history import build_history
 from steerline.service.conversation import Conversation, ConversationUnloadedError
 from steerline.service.service import ConversationService, ServiceLimits, TooManyRunsError
 from steerline.service.state import QUEUE_ITEMS, encode_queued
-from steerline.wire.envelope import WireEvent
+from steerline.wire.envelope import EventName
 from steerline.wire.payloads import Content, ThreadMetadata
 
 pytestmark = pytest.mark.anyio
@@ -341,7 +341,7 @@ async def test_recovery_keeps_a_taken_message_unless_its_delivery_reached_the_lo
             service.log.put_item(conv.id, QUEUE_ITEMS, message_id, encode_queued(message, since))
         conv.translator.task_id = "run-lost"
         conv.translator.emit(
-            WireEvent.THREAD_STARTED,
+            EventName.THREAD_STARTED,
             "user",
             payload=Content(content="taken-and-delivered"),
             metadata=ThreadMetadata(delivery="follow_up", message_id="taken-and-delivered"),

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from steerline.log.base import EventLog, RetentionError
-from steerline.wire.envelope import UnifiedResponseData, WireEvent
+from steerline.wire.envelope import EventName, UnifiedResponseData
 from steerline.wire.payloads import (
     Content,
     Payload,
@@ -77,7 +77,7 @@ async def build_history(log: EventLog, conversation_id: str) -> dict[str, Any]:
             payload = decode_payload(stored.event, data.payload)
             metadata = (
                 msgspec.convert(data.metadata, type=ThreadMetadata)
-                if stored.event == WireEvent.THREAD_STARTED and data.metadata
+                if stored.event == EventName.THREAD_STARTED and data.metadata
                 else None
             )
             _merge(item, payload, metadata)

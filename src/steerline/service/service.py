@@ -42,7 +42,7 @@ from steerline.service.state import (
     decode_queued,
     encode_inbox,
 )
-from steerline.wire.envelope import WireEvent, encode_unsealed, thread_id_of, thread_message_id
+from steerline.wire.envelope import EventName, encode_unsealed, thread_id_of, thread_message_id
 from steerline.wire.translate import conversation_started
 
 logger = logging.getLogger("steerline.service")
@@ -129,8 +129,8 @@ class ConversationService:
             steering_policy=agent.steering_policy,
         )
         first = conversation_started(record.id, record.agent_name)
-        envelope = encode_unsealed(WireEvent.CONVERSATION_STARTED, first)
-        await self.log.create_conversation(record, (WireEvent.CONVERSATION_STARTED.value, envelope))
+        envelope = encode_unsealed(EventName.CONVERSATION_STARTED, first)
+        await self.log.create_conversation(record, (EventName.CONVERSATION_STARTED.value, envelope))
         return self._bind(record, agent)
 
     async def get(self, tenant: str, conversation_id: str) -> Conversation:
@@ -277,9 +277,9 @@ class ConversationService:
         run id and its last thread id (the failure belongs to that thread).
         """
         since_done = await self._events_since_last_done(record.id)
-        last_done = since_done[0] if since_done and since_done[0].event == WireEvent.DONE else None
+        last_done = since_done[0] if since_done and since_done[0].event == EventName.DONE else None
         for event in reversed(since_done):
-            if event.event != WireEvent.DONE and event.run_id:
+            if event.event != EventName.DONE and event.run_id:
                 run_id = event.run_id  # a run logged events after the last done
                 threads = [
                     thread_id_of(e.envelope)
@@ -304,7 +304,7 @@ class ConversationService:
             except RetentionError:
                 continue  # trimmed meanwhile: read again from the new oldest
             for index in range(len(events) - 1, -1, -1):
-                if events[index].event == WireEvent.DONE:
+                if events[index].event == EventName.DONE:
                     return events[index:]
             if start <= max(oldest - 1, 0):
                 return events

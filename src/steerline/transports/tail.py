@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import anyio
 
 from steerline.log.base import EventLog, RetentionError, StorageUnavailableError, StoredEvent
-from steerline.wire.envelope import WireEvent
+from steerline.wire.envelope import EventName
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +192,7 @@ class LogTail:
                 else:
                     continue
             selected.append(event)
-            if event.event == WireEvent.DONE and (
+            if event.event == EventName.DONE and (
                 plan.stop == "first_done"
                 or (plan.stop == "run_done" and event.run_id == plan.run_id)
             ):

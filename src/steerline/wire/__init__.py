@@ -5,10 +5,10 @@ native runtime events become wire events.
 """
 
 from steerline.wire.envelope import (
+    EventName,
     UnifiedResponseData,
-    WireEvent,
     encode_unsealed,
 )
 from steerline.wire.translate import RunTranslator
 
-__all__ = ["RunTranslator", "UnifiedResponseData", "WireEvent", "encode_unsealed"]
+__all__ = ["EventName", "RunTranslator", "UnifiedResponseData", "encode_unsealed"]

@@ -14,7 +14,7 @@ import msgspec
 WireRole = Literal["user", "agent", "system"]
 
 
-class WireEvent(StrEnum):
+class EventName(StrEnum):
     """Every event name of SPEC §3.2."""
 
     CONVERSATION_STARTED = "conversation_started"
@@ -58,7 +58,7 @@ class _Unsealed(msgspec.Struct):
 _encoder = msgspec.json.Encoder()
 
 
-def encode_unsealed(event: WireEvent, data: UnifiedResponseData) -> bytes:
+def encode_unsealed(event: EventName, data: UnifiedResponseData) -> bytes:
     """``{"event":…,"data":…}``: the log adds ``"seq"`` when it assigns one."""
     return _encoder.encode(_Unsealed(event=event.value, data=data))
 

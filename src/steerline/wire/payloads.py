@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from steerline.wire.envelope import WireEvent
+from steerline.wire.envelope import EventName
 
 StopReason = Literal["completed", "aborted", "error"]
 Delivery = Literal["steer", "follow_up"]
@@ -96,19 +96,19 @@ class QueueUpdated(Payload):
 
 
 PAYLOADS: dict[str, type[Payload]] = {
-    WireEvent.THREAD_STARTED: Content,
-    WireEvent.MESSAGE_CHUNK: Content,
-    WireEvent.MESSAGE: Content,
-    WireEvent.REASONING: Content,
-    WireEvent.TOOL_CALL_STARTED: ToolCallStarted,
-    WireEvent.TOOL_CALL_COMPLETED: ToolCallCompleted,
-    WireEvent.SYSTEM_FAILED: SystemFailed,
-    WireEvent.TASK_COMPLETED: TaskEnded,
-    WireEvent.TASK_CANCELLED: TaskEnded,
-    WireEvent.TASK_FAILED: TaskEnded,
-    WireEvent.DONE: Done,
-    WireEvent.MESSAGE_QUEUED: MessageQueued,
-    WireEvent.QUEUE_UPDATED: QueueUpdated,
+    EventName.THREAD_STARTED: Content,
+    EventName.MESSAGE_CHUNK: Content,
+    EventName.MESSAGE: Content,
+    EventName.REASONING: Content,
+    EventName.TOOL_CALL_STARTED: ToolCallStarted,
+    EventName.TOOL_CALL_COMPLETED: ToolCallCompleted,
+    EventName.SYSTEM_FAILED: SystemFailed,
+    EventName.TASK_COMPLETED: TaskEnded,
+    EventName.TASK_CANCELLED: TaskEnded,
+    EventName.TASK_FAILED: TaskEnded,
+    EventName.DONE: Done,
+    EventName.MESSAGE_QUEUED: MessageQueued,
+    EventName.QUEUE_UPDATED: QueueUpdated,
 }
 """The payload type of each event that has one."""
 

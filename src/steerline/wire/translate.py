@@ -30,7 +30,7 @@ from steerline.core.events import (
 )
 from steerline.core.ids import new_id
 from steerline.core.messages import TextContent, UserMessage, content_size
-from steerline.wire.envelope import UnifiedResponseData, WireEvent, WireRole
+from steerline.wire.envelope import EventName, UnifiedResponseData, WireRole
 from steerline.wire.payloads import (
     Content,
     Delivery,
@@ -68,13 +68,13 @@ def queued_summary(message: QueuedMessageView) -> QueuedSummary:
     )
 
 
-Sink = Callable[[WireEvent, UnifiedResponseData, str | None], None]
+Sink = Callable[[EventName, UnifiedResponseData, str | None], None]
 """Receives (event name, data, run id) for every wire event, in order."""
 
 _END_EVENT = {
-    "completed": WireEvent.TASK_COMPLETED,
-    "aborted": WireEvent.TASK_CANCELLED,
-    "error": WireEvent.TASK_FAILED,
+    "completed": EventName.TASK_COMPLETED,
+    "aborted": EventName.TASK_CANCELLED,
+    "error": EventName.TASK_FAILED,
 }
 
 
@@ -124,7 +124,7 @@ class RunTranslator:
     # -- events the service emits itself ---------------------------------------
     def emit(
         self,
-        event: WireEvent,
+        event: EventName,
         role: WireRole,
         *,
         payload: Payload | None = None,
@@ -147,11 +147,11 @@ class RunTranslator:
 
     def conversation_started(self) -> None:
         data = conversation_started(self.conversation_id, self.agent_name)
-        self._sink(WireEvent.CONVERSATION_STARTED, data, None)
+        self._sink(EventName.CONVERSATION_STARTED, data, None)
 
     def message_queued(self, message_id: str, delivery: Delivery, position: int) -> None:
         self.emit(
-            WireEvent.MESSAGE_QUEUED,
+            EventName.MESSAGE_QUEUED,
             "system",
             payload=MessageQueued(message_id=message_id, delivery=delivery, position=position),
         )
@@ -168,12 +168,12 @@ class RunTranslator:
         if thread_id is not None:
             self.thread_id = thread_id
         self.emit(
-            WireEvent.SYSTEM_FAILED,
+            EventName.SYSTEM_FAILED,
             "system",
             payload=SystemFailed(code=code, message=message, content=message),
         )
-        self.emit(WireEvent.TASK_FAILED, "agent", payload=_failed_payload(message))
-        self.emit(WireEvent.DONE, "system", payload=Done(stop_reason="error"))
+        self.emit(EventName.TASK_FAILED, "agent", payload=_failed_payload(message))
+        self.emit(EventName.DONE, "system", payload=Done(stop_reason="error"))
         self.task_id = None
 
     # -- native events ---------------------------------------------------------
@@ -182,7 +182,7 @@ class RunTranslator:
             self._message_update(event)
         elif isinstance(event, ToolExecutionStart):
             self.emit(
-                WireEvent.TOOL_CALL_STARTED,
+                EventName.TOOL_CALL_STARTED,
                 "agent",
                 item_id=event.tool_call_id,
                 payload=ToolCallStarted(
@@ -191,7 +191,7 @@ class RunTranslator:
             )
         elif isinstance(event, ToolExecutionEnd):
             self.emit(
-                WireEvent.TOOL_CALL_COMPLETED,
+                EventName.TOOL_CALL_COMPLETED,
                 "agent",
                 item_id=event.tool_call_id,
                 payload=ToolCallCompleted(
@@ -206,7 +206,7 @@ class RunTranslator:
             message = event.message
             self.thread_id = new_id("thread")
             self.emit(
-                WireEvent.THREAD_STARTED,
+                EventName.THREAD_STARTED,
                 "user",
                 item_id=message.id,
                 payload=Content(content=message.text),
@@ -214,7 +214,7 @@ class RunTranslator:
             )
         elif isinstance(event, QueueUpdate):
             self.emit(
-                WireEvent.QUEUE_UPDATED,
+                EventName.QUEUE_UPDATED,
                 "system",
                 payload=QueueUpdated(
                     steering=[queued_summary(m) for m in event.steering],
@@ -224,7 +224,7 @@ class RunTranslator:
         elif isinstance(event, AgentStart):
             self.task_id = event.run_id
             self.thread_id = None  # the run's threads start with its first message
-            self.emit(WireEvent.TASK_STARTED, "agent")
+            self.emit(EventName.TASK_STARTED, "agent")
         elif isinstance(event, AgentEnd):
             # an aborted run carries "Request was aborted" natively; on the wire
             # only a failure has an error (a client shows task_cancelled as such)
@@ -234,7 +234,7 @@ class RunTranslator:
                 else TaskEnded(stop_reason=event.stop_reason)
             )
             self.emit(_END_EVENT[event.stop_reason], "agent", payload=ended)
-            self.emit(WireEvent.DONE, "system", payload=Done(stop_reason=event.stop_reason))
+            self.emit(EventName.DONE, "system", payload=Done(stop_reason=event.stop_reason))
             self.task_id = None
 
     def _message_update(self, event: MessageUpdate) -> None:
@@ -243,24 +243,24 @@ class RunTranslator:
         if kind == "text_start" or kind == "thinking_start":
             item = self._block_items[delta.content_index] = new_id("item")
             if kind == "thinking_start":
-                self.emit(WireEvent.REASONING_STARTED, "agent", item_id=item)
+                self.emit(EventName.REASONING_STARTED, "agent", item_id=item)
         elif kind == "text_delta":
             self.emit(
-                WireEvent.MESSAGE_CHUNK,
+                EventName.MESSAGE_CHUNK,
                 "agent",
                 item_id=self._block_items.get(delta.content_index),
                 payload=Content(content=delta.delta),
             )
         elif kind == "thinking_delta":
             self.emit(
-                WireEvent.REASONING,
+                EventName.REASONING,
                 "agent",
                 item_id=self._block_items.get(delta.content_index),
                 payload=Content(content=delta.delta),
             )
         elif kind == "thinking_end":
             self.emit(
-                WireEvent.REASONING_COMPLETED,
+                EventName.REASONING_COMPLETED,
                 "agent",
                 item_id=self._block_items.pop(delta.content_index, None),
             )
