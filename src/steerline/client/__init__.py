@@ -1,0 +1,1 @@
+"""The Python SDK of a steerline server (SPEC §5)."""
