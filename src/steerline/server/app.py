@@ -32,6 +32,7 @@ from steerline.server.routes import ROUTERS
 from steerline.server.serving import install_log_filter
 from steerline.server.settings import ServerSettings
 from steerline.server.state import ServerState
+from steerline.server.web_page import install_web_page
 from steerline.service.agents import AgentRegistry
 from steerline.service.service import ConversationService
 
@@ -91,6 +92,7 @@ def create_app(
         redoc_url=None,
     )
     install_docs_page(app)
+    install_web_page(app)  # the page at /
     install_openapi(app, settings)
     app.state.steerline = state  # what the routes reach through request.app
     if settings.cors_origins:
