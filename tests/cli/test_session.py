@@ -101,7 +101,7 @@ async def test_esc_keeps_the_queue_and_enter_on_empty_sends_it(session: LocalSes
 async def test_alt_up_takes_the_queue_back(session: LocalSession) -> None:
     session.follow_up("one")
     session.follow_up("two")
-    assert session.take_queue() == ["one", "two"]
+    assert await session.take_queue() == ["one", "two"]
     assert not session.has_queue and session.transcript.queued == []
 
 
@@ -122,6 +122,6 @@ async def test_refusals_become_notices(session: LocalSession) -> None:
     for text in ("a", "b", "c", "d"):
         session.follow_up(text)  # the inbox takes 3
     assert _lines(session)[-1].startswith("not sent: ")
-    session.take_queue()
+    await session.take_queue()
     session.send_queue()
     assert _lines(session) == ["the queue is empty: nothing to send"]

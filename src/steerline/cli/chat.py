@@ -296,8 +296,8 @@ class ChatView:
             self.buffer.insert_text("\n")
 
         @bindings.add("escape", "up")
-        def _edit_queue(event: KeyPressEvent) -> None:
-            texts = session.take_queue()
+        async def _edit_queue(event: KeyPressEvent) -> None:
+            texts = await session.take_queue()
             if texts:
                 before = self.buffer.text
                 joined = "\n".join(texts)

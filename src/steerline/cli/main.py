@@ -183,12 +183,37 @@ def chat(
     agent: Annotated[
         str | None, typer.Option(help="Agent name from the config (default: the default agent).")
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="A steerline server (http://host:port) to chat through, instead of in-process."
+        ),
+    ] = None,
+    conversation: Annotated[
+        str | None,
+        typer.Option(help="With --url: attach to this conversation (its history, then live)."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="STEERLINE_API_KEY", help="With --url: the server's API key, if it has keys."
+        ),
+    ] = None,
 ) -> None:
     """Chat with an agent in the terminal (keys: docs/chat.md).
 
     Enter sends (steers while running), Alt+Enter queues a follow-up, Esc
     aborts and keeps the queue, Ctrl+J inserts a newline, Ctrl+D quits.
     """
+    if url is None and conversation is not None:
+        typer.echo("error: --conversation needs --url (an in-process chat starts empty)", err=True)
+        raise typer.Exit(2)
+    if url is not None:
+        if config is not None:
+            typer.echo("error: --config is for in-process chats; the server has its own", err=True)
+            raise typer.Exit(2)
+        _chat_remote(url, agent=agent, conversation=conversation, api_key=api_key)
+        return
     from steerline.cli.chat import chat as run_chat
 
     loaded = _load_config(config)
@@ -204,14 +229,50 @@ def chat(
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(2) from None
         # after the checks: a wrong config says so even without a terminal
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            typer.echo("error: steerline chat needs a terminal (scripts: steerline run)", err=True)
-            raise typer.Exit(2)
+        _need_terminal()
         try:
             model = f"{chosen.provider} {chosen.model}" if chosen.model else chosen.provider
             await run_chat(built, title=f"agent {chosen.name} ({model}, in-process)")
         finally:
             await loaded.aclose()
+
+    anyio.run(main)
+
+
+def _need_terminal() -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        typer.echo("error: steerline chat needs a terminal (scripts: steerline run)", err=True)
+        raise typer.Exit(2)
+
+
+def _chat_remote(
+    url: str, *, agent: str | None, conversation: str | None, api_key: str | None
+) -> None:
+    """``chat --url``: check the server (and the conversation) before taking the terminal."""
+    from steerline.cli.chat import run_chat
+    from steerline.cli.remote import RemoteSession
+    from steerline.client import AsyncClient, ClientError
+
+    async def main() -> None:
+        client = AsyncClient(url, api_key=api_key)
+        try:
+            try:
+                listed = await client.agents()
+                if conversation is not None:
+                    await client.conversation(conversation)
+            except ClientError as exc:
+                typer.echo(f"error: {url}: {exc}", err=True)
+                raise typer.Exit(2) from None
+            names = [entry.get("name") for entry in listed.get("agents", [])]
+            if agent is not None and agent not in names:
+                typer.echo(f"error: {url} has no agent {agent!r} (it has: {names})", err=True)
+                raise typer.Exit(2)
+            _need_terminal()
+        except BaseException:
+            await client.aclose()
+            raise
+        session = RemoteSession(client, url=url, conversation_id=conversation, agent_name=agent)
+        await run_chat(session)
 
     anyio.run(main)
 

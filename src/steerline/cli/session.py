@@ -3,8 +3,9 @@
 The view (:mod:`steerline.cli.chat`) only knows :class:`ChatSession`: it calls
 its methods from key bindings (they return at once; errors become notices in
 the transcript) and reads the transcript the session feeds. Today's session
-drives an in-process :class:`Agent` (:class:`LocalSession`); a session built on
-a server's wire events can take its place without the view changing.
+drives an in-process :class:`Agent` (:class:`LocalSession`);
+:class:`~steerline.cli.remote.RemoteSession` drives a conversation on a server
+(``--url``) through the SDK; the view does not know which it has.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class ChatSession(Protocol):
     def send_queue(self) -> None:
         """Start a run from the kept queue (idle only)."""
 
-    def take_queue(self) -> list[str]:
+    async def take_queue(self) -> list[str]:
         """Remove the queued messages and return their texts (to edit them)."""
         ...
 
@@ -195,7 +196,7 @@ class LocalSession:
         self.transcript.notice("sending the kept queue")
         self._launch(None)
 
-    def take_queue(self) -> list[str]:
+    async def take_queue(self) -> list[str]:
         return [_text_of(message.content) for message in self.agent.clear_queues()]
 
     async def wait_idle(self) -> None:
