@@ -36,9 +36,11 @@ class Reconnect:
     least that. Any event that makes progress resets the count.
 
     After ``max_attempts`` consecutive reconnection attempts without a new
-    event the stream raises :class:`~steerline.client.StreamFailed`
-    (``max_attempts=0``: never reconnect). With the defaults a stream rides
-    out about two minutes of outage.
+    event (or a heartbeat: an idle stream the server keeps alive is not a
+    failing one) the stream raises :class:`~steerline.client.StreamFailed`
+    (``max_attempts=0``: never reconnect). With the defaults the waits add up
+    to 90 to 180 s (jitter) before it gives up: a server restart or a short
+    network outage is ridden out.
 
     ``stall_timeout`` is the stream's read timeout: a connection that brings
     no byte at all for this long (the server sends a ping every 15 s on an

@@ -304,7 +304,7 @@ class ResumeCore:
         self.delay = 0.0
         """Seconds to wait before the next attempt."""
         self.failures = 0
-        """Attempts in a row that ended without delivering a new event."""
+        """Attempts in a row that ended without delivering a new event (or a heartbeat)."""
         self.attempts = 0
         """Requests sent so far (the first and every reconnection)."""
         self.finished = False
@@ -384,6 +384,11 @@ class ResumeCore:
                     self.retry_hint = item.value / 1000
                 elif item.kind == "resume":
                     self._hinted = True
+                else:
+                    # a heartbeat: the server keeps this stream alive, so an idle
+                    # follow stream cut now and then (a proxy's idle timeout) is
+                    # not a server that is gone
+                    self.failures = 0
                 continue
             if self.last_seq is not None and item.seq <= self.last_seq:
                 continue  # seen before this reconnection
