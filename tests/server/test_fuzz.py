@@ -168,6 +168,9 @@ ENDPOINTS: list[tuple[str, str, list[str], list[str]]] = [
     ("GET", "/api/v1/agents", [], []),
     ("GET", "/healthz", [], []),
     ("GET", "/metrics", [], []),
+    # the web page (Starlette routes outside the API: not in the count below)
+    ("GET", "/", [], []),
+    ("GET", "/web/app.js", [], []),
 ]
 
 

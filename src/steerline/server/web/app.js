@@ -165,6 +165,12 @@ const timeline = new Timeline(ui.timeline, {
     state.running = running;
     renderRunState();
     queue.setRunning(running);
+    // the list says so at once (its next refresh confirms it)
+    const listed = state.conversations.find((c) => c.conversation_id === state.conversationId);
+    if (listed && listed.status !== (running ? "running" : "idle")) {
+      listed.status = running ? "running" : "idle";
+      renderList();
+    }
   },
   onTitle(text) {
     if (state.conversationId) saveTitle(state.conversationId, text);
@@ -226,6 +232,7 @@ function renderRunState() {
 }
 
 function renderConnection(connection) {
+  ui.connection.hidden = connection === "idle"; // a new chat has nothing to follow yet
   ui.connection.dataset.state = connection;
   ui.connectionText.textContent = CONNECTION_TEXT[connection] || connection;
   ui.retry.hidden = connection !== "offline";

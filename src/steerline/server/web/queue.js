@@ -137,7 +137,9 @@ export class QueuePanel {
         ),
       );
     }
-    li.append(text, meta, tools);
+    const body = el("div", "queued-body");
+    body.append(text, meta);
+    li.append(body, tools);
     return li;
   }
 

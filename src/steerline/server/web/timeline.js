@@ -262,6 +262,7 @@ export class Timeline {
         item.summary.textContent = "Reasoning";
       }
     }
+    this.render(); // the run's last words, now
     this.setRunning(false, null);
     this.lastStopReason = stopReason;
   }
