@@ -21,6 +21,7 @@ from steerline.client import (
     StreamFailed,
     WireEvent,
 )
+from steerline.client._errors import parse_retry_after
 from steerline.client._sansio import (
     Hint,
     NDJSONDecoder,
@@ -443,3 +444,12 @@ def test_reconnect_settings_are_checked() -> None:
 def test_a_message_stream_needs_its_ids() -> None:
     with pytest.raises(ValueError):
         ResumeCore.for_message({"query": "hi"}, FAST)
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480.0) == 30.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412600.0) == 0.0
+    for bad in (None, "soon", "nan", "inf", "Wed, 21 Oct 2015 07:28:30"):
+        assert parse_retry_after(bad) is None
