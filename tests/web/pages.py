@@ -98,7 +98,7 @@ class Tab:
         ``STEERLINE_UPDATE_DOC_IMAGES`` is set (how docs/web.md's were made)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path))
+        self.page.screenshot(path=str(path), animations="disabled")  # no half-faded pulse
         if doc and os.environ.get("STEERLINE_UPDATE_DOC_IMAGES"):
             DOC_IMAGES.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, DOC_IMAGES / f"{name}.png")

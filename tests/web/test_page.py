@@ -24,8 +24,13 @@ from tests.server.harness import Served
 from tests.web.conftest import start_served
 from tests.web.pages import Tab, open_tab
 
-WORDS = " ".join(f"w{i:02d}" for i in range(40))
-"""A long answer: the demo streams one token per word."""
+
+def words(count: int) -> str:
+    """Text of ``count`` words: the demo streams one token per word."""
+    return " ".join(f"w{i:02d}" for i in range(count))
+
+
+WORDS = words(40)
 
 
 def history_text(server: Served, conversation_id: str, kind: str = "message") -> list[str]:
@@ -107,23 +112,30 @@ def test_streams_an_answer_with_reasoning_a_tool_card_and_the_queue(
 
 def test_steer_mid_run(browser: Browser, page_server: Served) -> None:
     tab = open_tab(browser, page_server.url)
-    tab.send(f"/delay 50\nwrite a long answer {WORDS}")
-    expect(tab.answers.first).to_contain_text("Echo: write a long answer w00")
+    tab.send(f'/delay 40\n/call sleep {{"seconds": 2}}\nresearch the topic {words(15)}')
+    expect(tab.answers.first).to_contain_text("Echo: research the topic w00")
     tab.wait_running()
-    tab.send("stop, answer in one word")  # Enter while running: a steer
-    # waiting in the steering lane until the policy (after_tool) lets it in
-    expect(tab.lane("Steering")).to_have_text(["stop, answer in one word"])
-    expect(tab.answers.first).not_to_contain_text("w39")  # still streaming
+    expect(tab.tools.first).to_have_attribute("data-state", "running")
+    steer = f"/delay 60\nchange of plan: answer in French {words(20)}"
+    tab.send(steer)  # Enter while running: a steer
+    # it waits in the steering lane until the policy (after_tool) lets it in:
+    # the running sleep finishes, the next turn takes the steer
+    expect(tab.lane("Steering")).to_have_text([steer])
+    tab.shot("web-steer-queued")
+    expect(tab.user("steer")).to_contain_text("change of plan")
+    expect(tab.answers.nth(1)).to_contain_text("Echo: change of plan: answer in French w00 w01 w02")
+    tab.wait_running()  # mid-run: the steer's answer streams
     tab.shot("web-steer-mid-run", doc=True)
-    expect(tab.user("steer")).to_have_text(re.compile("steer.*stop, answer in one word"))
-    expect(tab.answers.nth(1)).to_have_text("Echo: stop, answer in one word")
+    expect(tab.answers.nth(1)).to_have_text(f"Echo: change of plan: answer in French {words(20)}")
     tab.wait_idle()
-    tab.shot("web-steer-answered")
+    # the steer took the turn the tool result would have had: no "Results:" answer
     expect(tab.answers).to_have_count(2)
-    expect(tab.answers.first).to_have_text(f"Echo: write a long answer {WORDS}")
-    # in log order: the prompt, its answer, the steer, the steer's answer
-    expect(tab.page.locator("#timeline > .turn")).to_have_count(4)
-    expect(tab.page.locator("#timeline > .turn").nth(2)).to_have_class(re.compile("delivery-steer"))
+    expect(tab.answers.first).to_have_text(f"Echo: research the topic {words(15)}")
+    expect(tab.tools.first).to_have_attribute("data-state", "result")
+    # in log order: the prompt, its answer, the tool, the steer, the steer's answer
+    turns = tab.page.locator("#timeline > .turn")
+    expect(turns).to_have_count(5)
+    expect(turns.nth(3)).to_have_class(re.compile("delivery-steer"))
     tab.check_clean()
     tab.context.close()
 
@@ -195,7 +207,7 @@ def test_queue_edit_remove_promote_stop_and_send_now(browser: Browser, page_serv
     tab.context.close()
 
 
-def test_stop_button_and_a_refused_queue_edit(browser: Browser, page_server: Served) -> None:
+def test_stop_button_keeps_the_partial_answer(browser: Browser, page_server: Served) -> None:
     tab = open_tab(browser, page_server.url)
     expect(tab.button("Stop")).to_be_disabled()  # nothing to stop
     tab.send(f"/delay 60\n{WORDS}")
@@ -248,8 +260,8 @@ def test_server_killed_mid_answer_then_restarted(
 
 def test_reload_shows_the_history(browser: Browser, page_server: Served) -> None:
     tab = open_tab(browser, page_server.url)
-    tab.send('/think plan\n/call echo {"text": "tool says hi"}\nhistory **please**')
-    expect(tab.answers.last).to_have_text("Results: echo=tool says hi")
+    tab.send('/think plan\n/call echo {"text": "tool says hi"}\n/call nope {}\nhistory **please**')
+    expect(tab.answers.last).to_contain_text("Results: echo=tool says hi")
     tab.wait_idle()
     tab.send("and once more", key="Alt+Enter")  # idle: a follow-up starts a run too
     expect(tab.answers.last).to_have_text("Echo: and once more")
@@ -262,8 +274,10 @@ def test_reload_shows_the_history(browser: Browser, page_server: Served) -> None
     tab.wait_idle()
     expect(tab.timeline).to_have_text(before)
     expect(tab.answers).to_have_count(3)
-    expect(tab.tools).to_have_count(1)
-    expect(tab.tools.first).to_have_attribute("data-state", "result")
+    states = tab.tools.evaluate_all("cards => cards.map(card => card.dataset.state)")
+    assert states == ["result", "error"], states
+    expect(tab.tools.last.locator(".tool-result")).to_have_text("Tool 'nope' not found.")
+    expect(tab.tools.last.locator(".tool-state")).to_have_text("error")
     expect(tab.page.locator("#conversation-list [aria-current=page]")).to_contain_text(
         "history please"
     )
@@ -280,7 +294,7 @@ def test_two_browsers_on_one_conversation_stay_in_sync(
     browser: Browser, page_server: Served
 ) -> None:
     first = open_tab(browser, page_server.url)
-    first.send('/call sleep {"seconds": 4}\n/delay 20\nshared ' + WORDS[:30])
+    first.send('/call sleep {"seconds": 4}\n/delay 20\nshared ' + words(8))
     first.wait_running()
     second = open_tab(browser, first.page.url)
     expect(second.answers.first).to_contain_text("Echo: shared")
