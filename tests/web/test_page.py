@@ -234,13 +234,14 @@ def test_server_killed_mid_answer_then_restarted(
     expect(tab.connection).to_have_text("Connected")
     server.kill()  # SIGKILL mid-answer
     expect(tab.connection).to_have_text(re.compile("Reconnecting|Offline"))
+    tab.shot("web-reconnecting")
     seen = tab.answers.first.inner_text()
     assert "w39" not in seen, seen
     # a new process on the same port and the same sqlite file
     server = start_served(served, tmp_path, port=server.port)
     expect(tab.connection).to_have_text("Connected", timeout=20_000)
     # recovery ended the lost run; the page resumed after its last event
-    expect(tab.page.locator("#timeline .notice.error").first).to_be_visible()
+    expect(tab.page.locator("#timeline .notice.error")).to_have_count(1)  # not once per event
     tab.wait_idle()
     answer = tab.answers.first.inner_text()
     assert answer.startswith(seen), (seen, answer)  # nothing taken back
@@ -253,6 +254,7 @@ def test_server_killed_mid_answer_then_restarted(
     tab.send("after the restart")
     expect(tab.answers.last).to_have_text("Echo: after the restart")
     tab.wait_idle()
+    tab.shot("web-recovered")
     assert tab.timeline.inner_text().count("Echo: after the restart") == 1
     tab.check_clean()
     tab.context.close()
@@ -381,6 +383,7 @@ def test_api_keys_ask_for_a_key(
     dialog.get_by_role("button", name="Connect").click()
     expect(dialog.get_by_role("alert")).to_have_text("That API key was refused.")
     expect(dialog).to_be_visible()
+    tab.shot("web-api-key")
     key.fill("web-test-key")
     dialog.get_by_role("button", name="Connect").click()
     expect(dialog).to_be_hidden()

@@ -229,6 +229,8 @@ function renderRunState() {
     : "Send (Enter)";
   ui.stop.disabled = !running;
   ui.composer.dataset.running = running ? "true" : "false";
+  // screen readers: announce the answer when it is complete, not chunk by chunk
+  ui.timeline.setAttribute("aria-busy", running ? "true" : "false");
 }
 
 function renderConnection(connection) {
@@ -504,11 +506,12 @@ ui.newChat.addEventListener("click", () => {
   ui.message.focus();
 });
 ui.retry.addEventListener("click", () => state.stream && state.stream.wake());
-window.addEventListener("popstate", () => openConversation(idFromHash()));
-window.addEventListener("hashchange", () => {
+function followUrl() {
   const id = idFromHash();
   if (id !== state.conversationId) openConversation(id);
-});
+}
+window.addEventListener("popstate", followUrl); // back / forward
+window.addEventListener("hashchange", followUrl); // a link of the list, an edited URL
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") {
     refreshList();

@@ -244,6 +244,10 @@ export class Timeline {
 
   notice(kind, text) {
     this.endStreaming();
+    const last = this.root.lastElementChild;
+    if (last && last.classList.contains("notice") && last.textContent === text) {
+      return; // a lost run says it twice (system_failed, then task_failed)
+    }
     const node = el("div", `notice ${kind}`);
     node.setAttribute("role", "note");
     node.textContent = text;
