@@ -227,12 +227,12 @@ def _message_plan(
     """A message's response: from its accepting event to the done of its run.
 
     A repeated request gets the same slice (or its rest, after
-    ``Last-Event-ID``); a run that is over by now ends the slice at the
-    log's current end instead of waiting for a ``done`` that came already.
+    ``Last-Event-ID``). A known run ends the slice at its own ``done``, which
+    is in the log already when the run is over (so a later run is never
+    part of it); a message with no run yet that is over by now (the
+    conversation idle) ends the slice at the log's current end.
     """
     run_id = acceptance.start_run_id
-    live_runs = {conv.record.active_run_id if conv.busy else None, conv.next_run_id}
-    over = run_id not in live_runs if run_id is not None else not conv.busy
-    if acceptance.duplicate and over:
+    if acceptance.duplicate and run_id is None and not conv.busy:
         return StreamPlan(after=after, stop="caught_up", until_seq=state.log.committed_seq(conv.id))
     return StreamPlan(after=after, stop="first_done", start_run_id=run_id)
