@@ -1,19 +1,22 @@
-"""Shared helpers of the server benchmarks: servers in subprocesses, SSE counting.
+"""Shared helpers of the server benchmarks: servers in subprocesses, their CPU and memory.
 
-Each server runs in its own process (its own core and GIL), bound to
-127.0.0.1 on a free port; :func:`running` kills it in ``finally``.
+Each server runs in its own process (its own GIL), bound to 127.0.0.1 on a
+free port; :func:`running` kills it in ``finally``, and the kernel kills it
+too should the benchmark process die first (``PR_SET_PDEATHSIG``), so a
+crashed or killed benchmark leaves no server behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 STEERLINE = VENV_BIN / "steerline"
 
-START_TIMEOUT = 20.0
+START_TIMEOUT = 30.0
 
 
 def free_port() -> int:
@@ -36,11 +39,22 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Server:
     url: str
+    port: int
     pid: int
+    log_path: Path
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far (all its threads)."""
         return cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -56,20 +70,57 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (``VmRSS`` of ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment without ``STEERLINE_*`` variables (a caller's settings must not
+    leak into a benchmarked server), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEERLINE_")}
+    env.update(extra or {})
+    return env
+
+
 @contextlib.contextmanager
-def running(argv: list[str], port: int, *, cwd: Path, log_path: Path) -> Iterator[Server]:
-    """Start ``argv`` (a server listening on ``port``), yield it, kill it after."""
+def running(
+    argv: list[str],
+    port: int,
+    *,
+    cwd: Path,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """Start ``argv`` (a server listening on ``port``), yield it once ``/healthz``
+    answers 200, stop it after (also on errors)."""
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=cwd,
+            env=clean_env(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         try:
             deadline = time.monotonic() + START_TIMEOUT
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(
-                        f"server exited with {proc.returncode}: {log_path.read_text()[-2000:]}"
+                        f"server {argv[:3]} exited with {proc.returncode}:\n"
+                        f"{log_path.read_text(errors='replace')[-2000:]}"
                     )
                 try:
                     if httpx2.get(f"{url}/healthz", timeout=1.0).status_code == 200:
@@ -77,9 +128,12 @@ def running(argv: list[str], port: int, *, cwd: Path, log_path: Path) -> Iterato
                 except httpx2.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {log_path.read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"server {argv[:3]} did not answer /healthz within {START_TIMEOUT:.0f} s:\n"
+                        f"{log_path.read_text(errors='replace')[-2000:]}"
+                    )
                 time.sleep(0.05)
-            yield Server(url, proc.pid)
+            yield Server(url, port, proc.pid, log_path)
         finally:
             stop(proc)
 
@@ -96,29 +150,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
-def steerline_argv(port: int, store: str) -> list[str]:
-    return [str(STEERLINE), "serve", "--port", str(port), "--store", store]
-
-
-class SseCounter:
-    """Counts ``data:`` lines, ``: resume`` hints and bytes of a raw SSE byte stream."""
-
-    DATA = b"\ndata:"
-    HINT = b"\n: resume"
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.hints = 0
-        self.bytes = 0
-        self.last = b""
-        self._tail = b"\n"  # the stream starts at a line boundary
-
-    def feed(self, chunk: bytes) -> None:
-        self.bytes += len(chunk)
-        # Keep len(marker) - 1 bytes of the previous text for each marker, so a
-        # marker split across chunks is counted once and never twice.
-        tail = self._tail
-        self.events += (tail[-(len(self.DATA) - 1) :] + chunk).count(self.DATA)
-        self.hints += (tail[-(len(self.HINT) - 1) :] + chunk).count(self.HINT)
-        self._tail = (tail + chunk)[-600:]
-        self.last = self._tail
+def steerline_argv(port: int, store: str, config: Path | None = None) -> list[str]:
+    argv = [str(STEERLINE), "serve", "--port", str(port), "--store", store]
+    if config is not None:
+        argv += ["--config", str(config)]
+    return argv
