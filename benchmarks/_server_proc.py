@@ -28,6 +28,9 @@ STEERLINE = VENV_BIN / "steerline"
 
 START_TIMEOUT = 30.0
 
+_live: set[subprocess.Popen[bytes]] = set()
+"""Servers started by :func:`running` and not stopped yet (for :func:`kill_all`)."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -114,6 +117,7 @@ def running(
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
+        _live.add(proc)
         try:
             deadline = time.monotonic() + START_TIMEOUT
             while True:
@@ -136,6 +140,7 @@ def running(
             yield Server(url, port, proc.pid, log_path)
         finally:
             stop(proc)
+            _live.discard(proc)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -148,6 +153,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+def kill_all() -> None:
+    """SIGKILL every server still running (a signal handler's last resort)."""
+    for proc in list(_live):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5)
+        _live.discard(proc)
 
 
 def steerline_argv(port: int, store: str, config: Path | None = None) -> list[str]:

@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -51,6 +52,7 @@ from _server_proc import (
     VENV_BIN,
     Server,
     free_port,
+    kill_all,
     running,
     steerline_argv,
 )
@@ -1074,12 +1076,21 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
 
-    # SIGTERM unwinds like Ctrl-C, so every server is stopped by its `finally`
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_before = load()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="steerline-table-") as tmp:
+
+        def interrupted(signum: int, _frame: object) -> None:
+            # An exception raised here could land in a protocol callback that the
+            # loop swallows; so: kill the servers, remove the files, exit now.
+            kill_all()
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"\ninterrupted by signal {signum}", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+
+        signal.signal(signal.SIGTERM, interrupted)
+        signal.signal(signal.SIGINT, interrupted)
         bench = Bench(args, Path(tmp))
         failed: list[str] = []
         for name in FIGURES:
