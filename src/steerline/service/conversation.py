@@ -349,6 +349,21 @@ class Conversation:
         return detach
 
     @property
+    def pending_run_id(self) -> str | None:
+        """The run whose ``done`` is still to come, if any.
+
+        Not always the active run: once a run decided to stop, its ``done`` is
+        in the log (appended with no await after its last poll) while the
+        record still names it until the next run starts or the conversation
+        goes idle; then the pending run is the next start, or none.
+        """
+        if not self.busy:
+            return None
+        if self._stopping:
+            return self.next_run_id
+        return self.record.active_run_id
+
+    @property
     def next_run_id(self) -> str | None:
         """The run that starts right after the active one (asked while it stopped)."""
         return self._next.run_id if self._next is not None else None

@@ -213,12 +213,19 @@ async def _check_resume_point(state: ServerState, conv: Conversation, after: int
 
 
 def _join_plan(state: ServerState, conv: Conversation, after: int, follow: bool) -> StreamPlan:
-    """Joining a conversation: to the end of the active run, or what is there."""
+    """Joining a conversation: to the ``done`` still to come, or what is there.
+
+    Between a run's ``done`` and the next run (or idleness) the record still
+    names the run that ended; waiting for its ``done`` again would never end.
+    """
     if follow:
         return StreamPlan(after=after, stop="never")
-    if conv.busy and conv.record.active_run_id:
-        return StreamPlan(after=after, stop="run_done", run_id=conv.record.active_run_id)
-    return StreamPlan(after=after, stop="caught_up", until_seq=state.log.committed_seq(conv.id))
+    pending = conv.pending_run_id
+    if pending is not None:
+        return StreamPlan(after=after, stop="run_done", run_id=pending)
+    # everything appended so far (the last done may not be committed yet)
+    until = max(conv.last_seq, state.log.committed_seq(conv.id))
+    return StreamPlan(after=after, stop="caught_up", until_seq=until)
 
 
 def _message_plan(
