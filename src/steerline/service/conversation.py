@@ -172,15 +172,18 @@ class Conversation:
         spawn: Spawner,
         owner: str,
         admit: Callable[[str], None] = lambda _tenant: None,
+        on_busy: Callable[[str, bool], None] = lambda _tenant, _busy: None,
     ) -> None:
         self.record = record
         self._admit = admit
         """Raises if the tenant may not start one more run now."""
+        self._on_busy = on_busy
+        """Told when :attr:`busy` flips (the service counts running conversations)."""
+        self._busy = False
         self.agent = agent
         self.log = log
         self._spawn = spawn
         self.owner = owner
-        self.busy = False
         self.idle = anyio.Event()
         self.idle.set()
         self.last_seq = log.committed_seq(record.id)
@@ -347,6 +350,17 @@ class Conversation:
                 self.touch()
 
         return detach
+
+    @property
+    def busy(self) -> bool:
+        """A run is active or about to start (from acceptance to the last ``done``)."""
+        return self._busy
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        if value != self._busy:
+            self._busy = value
+            self._on_busy(self.record.tenant, value)
 
     @property
     def pending_run_id(self) -> str | None:

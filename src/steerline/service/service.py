@@ -6,9 +6,10 @@ import logging
 import os
 import socket
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from itertools import islice
 from types import TracebackType
 from typing import Any
 
@@ -86,6 +87,8 @@ class ConversationService:
         self._live: OrderedDict[str, Conversation] = OrderedDict()
         """Loaded conversations, least recently used first."""
         self._loading: dict[str, anyio.Lock] = {}
+        self._running: Counter[str] = Counter()
+        """Busy conversations per tenant (kept by each conversation's ``busy``)."""
         self._group: TaskGroup | None = None
         self.shutting_down = anyio.Event()
         self.runs_started = 0
@@ -191,12 +194,16 @@ class ConversationService:
     def _admit_run(self, tenant: str) -> None:
         """Refuse a new run beyond the tenant's limit of running conversations."""
         limit = self.limits.max_running_per_tenant
-        running = sum(1 for c in self._live.values() if c.busy and c.record.tenant == tenant)
-        if running >= limit:
+        if self._running[tenant] >= limit:
             raise TooManyRunsError(
                 f"at most {limit} conversations of one tenant run at once; "
                 "wait for one to finish or queue the message"
             )
+
+    def _count_running(self, tenant: str, busy: bool) -> None:
+        self._running[tenant] += 1 if busy else -1
+        if self._running[tenant] <= 0:
+            del self._running[tenant]
 
     def check_writable(self) -> None:
         """``StorageUnavailableError`` (503) while the store cannot write."""
@@ -233,7 +240,13 @@ class ConversationService:
             agent = self.registry.get(record.agent_name).build()
         agent.inbox.limits = self.limits.inbox
         conversation = Conversation(
-            record, agent, self.log, self._spawn, self.owner, admit=self._admit_run
+            record,
+            agent,
+            self.log,
+            self._spawn,
+            self.owner,
+            admit=self._admit_run,
+            on_busy=self._count_running,
         )
         self._live[record.id] = conversation
         self._unload_over_limit()
@@ -351,7 +364,9 @@ class ConversationService:
         excess = len(self._live) - max(self.limits.max_live_conversations, 1)
         if excess <= 0:
             return
-        for conversation in [c for c in self._live.values() if c.evictable][:excess]:
+        # least recently used first: the first evictable ones are found at once
+        evictable = (c for c in self._live.values() if c.evictable)
+        for conversation in list(islice(evictable, excess)):
             self._unload(conversation)
 
     def unload_idle(self, now: float | None = None) -> int:
