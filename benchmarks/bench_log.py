@@ -1,7 +1,16 @@
 """Append throughput of the event-log backends: memory vs sqlite.
 
 Run: ``.venv/bin/python benchmarks/bench_log.py [N]``. Each figure is one
-line ``name: value``. Throughput covers the appends *and* the final flush,
+line ``name: value``.
+
+``.venv/bin/python benchmarks/bench_log.py replay [N] [ROUNDS]``: the store's
+part of a replay after ``Last-Event-ID``: a file holding an N-event
+conversation (default 10 000) is opened by a fresh ``SqliteEventLog`` per
+round (cold: nothing in memory, as after a restart) and read from seq 0 the
+way a stream does it (``read(after, 512)`` until empty), and, interleaved in
+the same process, by a bare ``sqlite3`` connection doing ``SELECT seq,
+envelope ... ORDER BY seq`` of the same rows. Medians of ROUNDS (default 15)
+and the median per-pair ratio. Throughput covers the appends *and* the final flush,
 so for sqlite it is the rate at which events become durable, not just the
 rate at which ``append`` returns. Figures are only meaningful as ratios on
 the same machine.
@@ -9,6 +18,8 @@ the same machine.
 
 from __future__ import annotations
 
+import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -77,5 +88,83 @@ async def main(n: int) -> None:
             print(f"[{label}] sqlite FULL commits: {full_log.commit_count}")
 
 
+STREAM_BATCH = 512
+"""What ``LogTail`` asks ``read`` for at a time (``stream.batch_limit``)."""
+
+
+async def fill(path: str, n: int) -> None:
+    log = SqliteEventLog(path)
+    await log.open()
+    try:
+        await log.create_conversation(ConversationRecord(id="big"))
+        await log.create_conversation(ConversationRecord(id="small"))
+        log.append("small", "message_chunk", envelope(0))
+        for i in range(n):
+            log.append("big", "message_chunk", envelope(i), "run-1")
+            if i % 1000 == 0:
+                await anyio.lowlevel.checkpoint()
+        await log.flush()
+    finally:
+        await log.close()
+
+
+async def replay_store(path: str, n: int) -> float:
+    """Seconds to read the n events of a cold conversation as a stream does."""
+    log = SqliteEventLog(path)
+    await log.open()
+    try:
+        # warm the code and a reader connection on another conversation
+        await log.get_conversation("small")
+        await log.read("small", 0, STREAM_BATCH)
+        start = time.perf_counter()
+        await log.get_conversation("big")
+        after = max(0, await log.oldest_seq("big") - 1)
+        count = 0
+        while True:
+            batch = await log.read("big", after, STREAM_BATCH)
+            if not batch:
+                break
+            count += len(batch)
+            after = batch[-1].seq
+        elapsed = time.perf_counter() - start
+        assert count == n, count
+        return elapsed
+    finally:
+        await log.close()
+
+
+def replay_bare(path: str, n: int) -> float:
+    start = time.perf_counter()
+    conn = sqlite3.connect(path)
+    rows = conn.execute(
+        "SELECT seq, envelope FROM events WHERE conversation_id = ? AND seq > 0 ORDER BY seq",
+        ("big",),
+    ).fetchall()
+    conn.close()
+    elapsed = time.perf_counter() - start
+    assert len(rows) == n
+    return elapsed
+
+
+async def replay(n: int, rounds: int) -> None:
+    print(f"replay events: {n}, rounds: {rounds}, read limit: {STREAM_BATCH}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "replay.db")
+        await fill(path, n)
+        store: list[float] = []
+        bare: list[float] = []
+        for _ in range(rounds):
+            store.append(await replay_store(path, n))
+            bare.append(replay_bare(path, n))
+        ratios = [s / b for s, b in zip(store, bare, strict=True)]
+        print(f"replay SqliteEventLog.read ms (median): {statistics.median(store) * 1e3:.2f}")
+        print(f"replay bare sqlite3 select ms (median): {statistics.median(bare) * 1e3:.2f}")
+        print(f"replay store / bare ratio (median of pairs): {statistics.median(ratios):.2f}")
+
+
 if __name__ == "__main__":
-    anyio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 50_000)
+    if sys.argv[1:2] == ["replay"]:
+        args = [int(a) for a in sys.argv[2:4]]
+        anyio.run(replay, *(args + [10_000, 15][len(args) :]))
+    else:
+        anyio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 50_000)

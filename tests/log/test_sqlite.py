@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -175,6 +176,55 @@ async def test_batch_size_bounds_each_transaction(tmp_path: Path) -> None:
             log.append("c1", "message_chunk", envelope(i))
         await log.flush()
         assert log.commit_count - before == 5
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_a_replay_reads_ahead_in_few_file_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path)
+    await log.create_conversation(ConversationRecord(id="c1"))
+    for i in range(5000):
+        log.append("c1", "message_chunk", envelope(i), "r1")
+    await log.flush()
+    await log.close()
+
+    log = await opened(path)  # cold: nothing of c1 in memory
+    queries = 0
+    query = log._query
+
+    async def counting(fn: Any) -> Any:
+        nonlocal queries
+        queries += 1
+        return await query(fn)
+
+    monkeypatch.setattr(log, "_query", counting)
+    try:
+        await log.get_conversation("c1")
+        queries = 0
+        seen: list[int] = []
+        after = 0
+        while batch := await log.read("c1", after, 100):
+            assert len(batch) <= 100
+            assert batch[0].run_id == "r1" and batch[0].event == "message_chunk"
+            assert json.loads(batch[-1].envelope)["seq"] == batch[-1].seq
+            seen += [e.seq for e in batch]
+            after = batch[-1].seq
+        assert seen == list(range(1, 5001))
+        assert queries <= 10, queries  # 100, 200, 400, ... 3200 rows, then the end
+        # another reader from the middle, and one going back, still get exact slices
+        assert [e.seq for e in await log.read("c1", 2500, 3)] == [2501, 2502, 2503]
+        assert [e.seq for e in await log.read("c1", 10, 2)] == [11, 12]
+        # events appended later are read too, and a deleted conversation reads nothing
+        log.append("c1", "message_chunk", envelope(0))
+        await log.flush()
+        assert [e.seq for e in await log.read("c1", 5000, 100)] == [5001]
+        await log.read("c1", 0, 100)
+        assert await log.delete_conversation("c1")
+        assert await log.read("c1", 100, 100) == []
     finally:
         await log.close()
 
