@@ -105,11 +105,18 @@ class MessageAssembler:
             index = self._open_block = len(content) - 1
             self._send("text_start" if kind is TextContent else "thinking_start", index)
         block = content[index]
+        # Grow the text in place: with the block's reference dropped first,
+        # the local string is the only one and ``+=`` can resize it instead of
+        # copying the whole block per token (quadratic on long answers).
         if isinstance(block, TextContent):
-            block.text += text
+            grown, block.text = block.text, ""
+            grown += text
+            block.text = grown
             self._send("text_delta", index, text)
         elif isinstance(block, ThinkingContent):
-            block.thinking += text
+            grown, block.thinking = block.thinking, ""
+            grown += text
+            block.thinking = grown
             self._send("thinking_delta", index, text)
 
     def _sign_thinking(self, signature: str) -> None:
