@@ -1,18 +1,56 @@
 """In-memory bookkeeping shared by the backends: seq counters, hot tail, wake-ups.
 
 Live viewers read recent events from the hot tail instead of storage, and
-wait on one ``anyio.Event`` per conversation that is replaced at every
-commit, so a commit wakes every waiting viewer with one ``set()``.
+wait on the conversation's tail. A commit wakes every waiting viewer once per
+loop turn (not once per append): the appends of one turn, or of one lingering
+window (see :class:`Waiter`), go out in one wake-up. Many waiters are woken a
+slice at a time, one slice per loop turn, so the agent's own callbacks and
+timers run between the slices instead of after the whole fan-out.
+
+A waiter is one future of its own (a cancelled viewer cancels only its own
+future), kept in a plain list: no per-waiter removal (an ``asyncio.Event``
+with n waiters costs O(n) per waiter to wake, O(n²) per fan-out).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-import anyio
-
 from steerline.log.base import StoredEvent
+
+WAKE_SLICE = 64
+"""Waiters woken per loop turn."""
+
+
+class Waiter:
+    """A viewer's handle on its waits (set in :data:`current_waiter`).
+
+    ``linger``: how long the waiter accepts to be woken after a commit, so a
+    burst of appends goes out in one read (the smallest linger among a
+    conversation's waiters applies). :meth:`wake` ends its current (or next)
+    wait early, without an event: for a heartbeat or a shutdown.
+    """
+
+    __slots__ = ("early", "future", "linger")
+
+    def __init__(self, linger: float = 0.0) -> None:
+        self.linger = linger
+        self.early = False
+        self.future: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        self.early = True
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
+current_waiter: ContextVar[Waiter | None] = ContextVar("steerline_waiter", default=None)
+"""The waiter of the viewer running in this context (None: wake on every commit)."""
 
 
 @dataclass(slots=True)
@@ -29,7 +67,15 @@ class ConversationTail:
     newest event), so large events cannot pin megabytes per conversation."""
     hot_bytes: int = 0
     deleted: bool = False
-    _signal: anyio.Event | None = None
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    _prune_at: int = WAKE_SLICE
+    _linger: float = math.inf
+    """The smallest linger among the current waiters."""
+    _loop: asyncio.AbstractEventLoop | None = None
+    _wake_handle: asyncio.Handle | None = None
+    _waking: list[asyncio.Future[None]] = field(default_factory=list)
+    """Waiters of an earlier wake-up not woken yet (a slice per loop turn)."""
+    _waking_at: int = 0
 
     def next_seq(self) -> int:
         self.assigned_seq += 1
@@ -39,16 +85,20 @@ class ConversationTail:
         """Record newly durable events and wake the viewers waiting for them."""
         if not events:
             return
-        hot = self.hot
-        for event in events:
-            hot.append(event)
-            self.hot_bytes += len(event.envelope)
-        while hot and (len(hot) > self.hot_limit or self.hot_bytes > self.hot_bytes_limit):
-            if len(hot) == 1 and self.hot_limit > 0:
-                break
-            self.hot_bytes -= len(hot.popleft().envelope)
-        self.committed_seq = max(self.committed_seq, events[-1].seq)
-        self.wake()
+        if self.hot_limit > 0:
+            hot = self.hot
+            for event in events:
+                hot.append(event)
+                self.hot_bytes += len(event.envelope)
+            while len(hot) > 1 and (
+                len(hot) > self.hot_limit or self.hot_bytes > self.hot_bytes_limit
+            ):
+                self.hot_bytes -= len(hot.popleft().envelope)
+        last = events[-1].seq
+        if last > self.committed_seq:
+            self.committed_seq = last
+        if self._waiters and self._wake_handle is None:
+            self._schedule_wake()
 
     def drop_hot(self) -> None:
         """Forget the cached events (an evicted conversation); storage has them."""
@@ -56,11 +106,12 @@ class ConversationTail:
         self.hot_bytes = 0
 
     def wake(self) -> None:
-        """Wake every waiter; costs nothing when nobody waits (the common case
-        for a conversation without live viewers)."""
-        signal, self._signal = self._signal, None
-        if signal is not None:
-            signal.set()
+        """Wake every waiter now (deletion, outage); costs nothing when nobody
+        waits (the common case for a conversation without live viewers)."""
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
+        self._wake_all()
 
     def from_hot(self, after: int, limit: int) -> list[StoredEvent] | None:
         """Events with seq > after from memory, or None if memory does not reach back."""
@@ -73,7 +124,83 @@ class ConversationTail:
         return [hot[i] for i in range(start, min(len(hot), start + limit))]
 
     async def wait(self, after: int) -> None:
+        """Return once ``committed_seq > after``, the conversation is deleted,
+        or the context's :class:`Waiter` was woken early."""
+        waiter = current_waiter.get()
         while self.committed_seq <= after and not self.deleted:
-            if self._signal is None:
-                self._signal = anyio.Event()
-            await self._signal.wait()
+            if waiter is not None:
+                if waiter.early:
+                    waiter.early = False
+                    return
+                if waiter.linger < self._linger:
+                    self._linger = waiter.linger
+            elif self._linger > 0.0:
+                self._linger = 0.0
+            loop = self._loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            waiters = self._waiters
+            waiters.append(future)
+            if len(waiters) >= self._prune_at:
+                self._prune()
+            if waiter is None:
+                await future
+                continue
+            waiter.future = future
+            try:
+                await future
+            finally:
+                waiter.future = None
+            if waiter.early:
+                waiter.early = False
+                return
+
+    # -- waking ------------------------------------------------------------------
+    def _prune(self) -> None:
+        """Drop the futures of cancelled waits (viewers that left while waiting)."""
+        waiters = self._waiters = [f for f in self._waiters if not f.done()]
+        self._prune_at = max(WAKE_SLICE, 2 * len(waiters))
+
+    def _schedule_wake(self) -> None:
+        loop = self._loop
+        assert loop is not None  # set by the first wait
+        linger = self._linger
+        if linger > 0.0:
+            self._wake_handle = loop.call_later(linger, self._wake_due)
+        else:
+            self._wake_handle = loop.call_soon(self._wake_due)
+
+    def _wake_due(self) -> None:
+        self._wake_handle = None
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        waiters = self._waiters
+        if not waiters:
+            return
+        self._waiters = []
+        self._prune_at = WAKE_SLICE
+        self._linger = math.inf
+        if self._waking:
+            # an earlier wake-up is still going through its slices: this one's
+            # waiters queue behind it
+            self._waking.extend(waiters)
+            return
+        self._waking = waiters
+        self._waking_at = 0
+        self._wake_slice()
+
+    def _wake_slice(self) -> None:
+        waking = self._waking
+        start = self._waking_at
+        end = min(len(waking), start + WAKE_SLICE)
+        for i in range(start, end):
+            future = waking[i]
+            if not future.done():
+                future.set_result(None)
+        if end < len(waking):
+            self._waking_at = end
+            assert self._loop is not None
+            self._loop.call_soon(self._wake_slice)
+        else:
+            self._waking = []
+            self._waking_at = 0

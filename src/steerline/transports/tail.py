@@ -8,7 +8,10 @@ log still has every event.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -16,6 +19,7 @@ from typing import Literal, Protocol
 import anyio
 
 from steerline.log.base import EventLog, RetentionError, StorageUnavailableError, StoredEvent
+from steerline.log.tail import Waiter, current_waiter
 from steerline.wire.envelope import EventName
 
 
@@ -35,8 +39,13 @@ class StreamSettings:
     batch_limit: int = 512
     """Most events read from the log and written to the socket at once."""
     linger: float = 0.001
-    """Seconds a woken viewer waits before reading, so a burst of events goes
-    out in one write instead of many (Nagle-like; 0 disables)."""
+    """Seconds a commit may wait before it wakes the viewers, so a burst of
+    events goes out in one write instead of many (Nagle-like; 0 disables)."""
+
+    @property
+    def clock_period(self) -> float:
+        """How often the streams' clock checks heartbeats and blocked writes."""
+        return min(max(min(self.ping_interval, self.send_timeout) / 10, 0.005), 0.5)
 
 
 StopRule = Literal["first_done", "run_done", "caught_up", "never"]
@@ -73,14 +82,31 @@ class TailSink(Protocol):
 
 
 class StreamRegistry:
-    """The open streams of a process, so shutdown can end each with a hint."""
+    """The open streams of a process, so shutdown can end each with a hint.
+
+    It also keeps the streams' one clock: a single timer for all of them
+    (not a timeout per wait or per write) that wakes a stream idle for
+    ``ping_interval`` to send its heartbeat, and cancels a write blocked for
+    ``send_timeout`` (a client that stopped reading).
+    """
 
     def __init__(self) -> None:
         self._tails: set[LogTail] = set()
         self.shutting_down = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._period = math.inf
 
     def add(self, tail: LogTail) -> None:
         self._tails.add(tail)
+        period = tail.settings.clock_period
+        loop = asyncio.get_running_loop()
+        if self._timer is None or self._loop is not loop or period < self._period:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._loop = loop
+            self._period = min(self._period, period)
+            self._timer = loop.call_later(self._period, self._tick)
 
     def discard(self, tail: LogTail) -> None:
         self._tails.discard(tail)
@@ -93,6 +119,18 @@ class StreamRegistry:
         for tail in list(self._tails):
             tail.interrupt()
 
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        if not self._tails:
+            self._timer = None
+            self._period = math.inf
+            return
+        now = loop.time()
+        for tail in self._tails:
+            tail.check_clock(now)
+        self._timer = loop.call_later(self._period, self._tick)
+
 
 @dataclass(eq=False)
 class LogTail:
@@ -103,70 +141,100 @@ class LogTail:
     registry: StreamRegistry | None = None
     last_sent: int = 0
     _started: bool = False
-    _scope: anyio.CancelScope | None = None
     _interrupted: bool = False
+    _scope: anyio.CancelScope | None = None
+    _waiter: Waiter = field(default_factory=Waiter)
+    _waiting: bool = False
+    _ping_due: bool = False
+    _send_since: float | None = None
+    """When the write in progress began (None: not writing)."""
+    _last_write: float = 0.0
+    _time: Callable[[], float] = time.monotonic
 
     def interrupt(self) -> None:
         """End the stream at its next step (shutdown)."""
         self._interrupted = True
-        if self._scope is not None:
-            self._scope.cancel()
+        self._waiter.wake()
+
+    def check_clock(self, now: float) -> None:
+        """The registry's clock: cancel a write blocked too long; wake an idle
+        stream whose heartbeat is due."""
+        since = self._send_since
+        if since is not None:
+            if now - since >= self.settings.send_timeout and self._scope is not None:
+                self._scope.cancel()
+        elif self._waiting and now - self._last_write >= self.settings.ping_interval:
+            self._ping_due = True
+            self._waiter.wake()
 
     async def run(self, sink: TailSink) -> EndReason:
+        self.last_sent = self.plan.after
+        self._started = self.plan.start_run_id is None
+        registry = self.registry
+        if registry is None:
+            registry = StreamRegistry()  # a clock of its own
+        elif registry.shutting_down:
+            await sink.hint(self.last_sent)
+            return EndReason.SHUTDOWN
+        self._time = asyncio.get_running_loop().time
+        self._last_write = self._time()
+        self._waiter.linger = self.settings.linger
+        token = current_waiter.set(self._waiter)
+        registry.add(self)
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                return await self._run(sink)
+            self._scope = None
+            # the clock cancelled a write blocked past send_timeout
+            self._send_since = None
+            await self._drop(sink)
+            return EndReason.SLOW
+        finally:
+            self._scope = None
+            current_waiter.reset(token)
+            registry.discard(self)
+
+    async def _run(self, sink: TailSink) -> EndReason:
         plan = self.plan
-        self.last_sent = plan.after
-        self._started = plan.start_run_id is None
         cursor = plan.after
         head_at_start = self.log.committed_seq(self.conversation_id)
-        if self.registry is not None:
-            if self.registry.shutting_down:
-                await sink.hint(self.last_sent)
+        while True:
+            if self._interrupted:
+                await self._write(sink.hint(self.last_sent))
                 return EndReason.SHUTDOWN
-            self.registry.add(self)
-        try:
-            while True:
-                if self._interrupted:
-                    await self._send(sink.hint(self.last_sent))
-                    return EndReason.SHUTDOWN
-                if plan.stop == "caught_up" and cursor >= plan.until_seq:
-                    return EndReason.COMPLETE
+            if plan.stop == "caught_up" and cursor >= plan.until_seq:
+                return EndReason.COMPLETE
+            try:
+                batch = await self.log.read(self.conversation_id, cursor, self.settings.batch_limit)
+            except RetentionError:
+                # Retention dropped events this viewer had not read yet: end
+                # with a hint rather than skip them (a resume then gets a
+                # clear 409 instead of a silent gap).
+                await self._send(sink.hint(self.last_sent), 1.0)
+                return EndReason.SLOW
+            if not batch:
                 try:
-                    batch = await self.log.read(
-                        self.conversation_id, cursor, self.settings.batch_limit
-                    )
-                except RetentionError:
-                    # Retention dropped events this viewer had not read yet: end
-                    # with a hint rather than skip them (a resume then gets a
-                    # clear 409 instead of a silent gap).
+                    if not await self._wait(cursor, sink):
+                        return EndReason.DELETED
+                except StorageUnavailableError:
+                    # Nothing can be committed now: end with a hint; the
+                    # client resumes from it once the store recovers.
                     await self._send(sink.hint(self.last_sent), 1.0)
-                    return EndReason.SLOW
-                if not batch:
-                    try:
-                        if not await self._wait(cursor, sink):
-                            return EndReason.DELETED
-                    except StorageUnavailableError:
-                        # Nothing can be committed now: end with a hint; the
-                        # client resumes from it once the store recovers.
-                        await self._send(sink.hint(self.last_sent), 1.0)
-                        return EndReason.UNAVAILABLE
-                    continue
-                cursor = batch[-1].seq
-                selected, finished = self._select(batch)
-                if selected:
-                    if not await self._send(sink.events(selected)):
-                        await self._drop(sink)
-                        return EndReason.SLOW
-                    self.last_sent = selected[-1].seq
-                if finished:
-                    return EndReason.COMPLETE
-                position = max(cursor, head_at_start)
-                lag = self.log.committed_seq(self.conversation_id) - position
-                if lag > self.settings.max_lag_events:
-                    await self._drop(sink)
-                    return EndReason.SLOW
-        finally:
-            if self.registry is not None:
-                self.registry.discard(self)
+                    return EndReason.UNAVAILABLE
+                continue
+            cursor = batch[-1].seq
+            selected, finished = self._select(batch)
+            if selected:
+                await self._write(sink.events(selected))
+                self.last_sent = selected[-1].seq
+            if finished:
+                return EndReason.COMPLETE
+            position = max(cursor, head_at_start)
+            lag = self.log.committed_seq(self.conversation_id) - position
+            if lag > self.settings.max_lag_events:
+                await self._drop(sink)
+                return EndReason.SLOW
 
     async def _drop(self, sink: TailSink) -> None:
         """End a viewer that fell behind with a hint to resume from its last id.
@@ -206,29 +274,38 @@ class LogTail:
 
         Storage is asked whether the conversation still exists only when a
         wake-up brought nothing new (deletion wakes waiters too), not on every
-        empty read.
+        empty read. The registry's clock ends the wait early for a heartbeat.
         """
-        if self.log.committed_seq(self.conversation_id) > cursor:
+        log = self.log
+        if log.committed_seq(self.conversation_id) > cursor:
             return True
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            if self._interrupted:
-                scope.cancel()
-            with anyio.move_on_after(self.settings.ping_interval) as timer:
-                await self.log.wait(self.conversation_id, cursor)
-        self._scope = None
+        self._waiting = True
+        try:
+            await log.wait(self.conversation_id, cursor)
+        finally:
+            self._waiting = False
+            self._waiter.early = False
         if self._interrupted:
             return True
-        if timer.cancelled_caught:
-            await self._send(sink.ping())
-        elif self.log.committed_seq(self.conversation_id) <= cursor:
-            return await self.log.get_conversation(self.conversation_id) is not None
-        elif self.settings.linger > 0:
-            await anyio.sleep(self.settings.linger)
-        return True
+        if log.committed_seq(self.conversation_id) > cursor:
+            self._ping_due = False
+            return True
+        if self._ping_due:
+            self._ping_due = False
+            await self._write(sink.ping())
+            return True
+        return await log.get_conversation(self.conversation_id) is not None
+
+    async def _write(self, pending: Awaitable[None]) -> None:
+        """Await one write; the registry's clock cancels it past ``send_timeout``."""
+        self._send_since = self._time()
+        await pending
+        self._send_since = None
+        self._last_write = self._time()
 
     async def _send(self, pending: Awaitable[None], limit: float | None = None) -> bool:
-        """Await one write; False if it stayed blocked past the limit."""
+        """Await one write outside the clock (the final hint); False if it
+        stayed blocked past the limit."""
         with anyio.move_on_after(limit or self.settings.send_timeout):
             await pending
             return True
