@@ -332,7 +332,13 @@ async def test_caller_timeout_while_streaming_keeps_the_partial_message() -> Non
     model = ScriptedModel([ScriptedReply(text=LONG_TEXT)], token_delay=0.01)
     agent = Agent(model=model)
     rec = Recorder(agent)
-    with pytest.raises(TimeoutError), anyio.fail_after(0.05):
+    with pytest.raises(TimeoutError), anyio.fail_after(10) as scope:
+
+        def expire_after_the_third_token(event: object) -> None:
+            if sum(1 for e in rec.events if is_text_delta(e)) == 3:
+                scope.deadline = anyio.current_time()  # the caller's deadline passes now
+
+        agent.subscribe(expire_after_the_third_token)
         await agent.prompt("talk")
     assert not agent.is_running
     reply = agent.messages[-1]
