@@ -82,7 +82,7 @@ from steerline.service.state import (
     encode_context,
     encode_queued,
 )
-from steerline.wire.envelope import EventName, UnifiedResponseData, encode_unsealed
+from steerline.wire.envelope import EventName
 from steerline.wire.payloads import Delivery
 from steerline.wire.translate import RunTranslator
 
@@ -218,10 +218,8 @@ class Conversation:
         return self.record.id
 
     # -- writing to the log ------------------------------------------------------
-    def _append(self, event: EventName, data: UnifiedResponseData, run_id: str | None) -> None:
-        self.last_seq = self.log.append(
-            self.record.id, event.value, encode_unsealed(event, data), run_id or None
-        )
+    def _append(self, event: EventName, envelope: bytes, run_id: str | None) -> None:
+        self.last_seq = self.log.append(self.record.id, event.value, envelope, run_id or None)
 
     def _on_event(self, event: AgentEvent) -> None:
         if isinstance(event, AgentEnd):

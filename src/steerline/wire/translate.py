@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import msgspec
+
 from steerline.core.events import (
     AgentEnd,
     AgentEvent,
@@ -30,7 +32,7 @@ from steerline.core.events import (
 )
 from steerline.core.ids import new_id
 from steerline.core.messages import TextContent, UserMessage, content_size
-from steerline.wire.envelope import EventName, UnifiedResponseData, WireRole
+from steerline.wire.envelope import EventName, UnifiedResponseData, WireRole, encode_unsealed
 from steerline.wire.payloads import (
     Content,
     Delivery,
@@ -68,8 +70,12 @@ def queued_summary(message: QueuedMessageView) -> QueuedSummary:
     )
 
 
-Sink = Callable[[EventName, UnifiedResponseData, str | None], None]
-"""Receives (event name, data, run id) for every wire event, in order."""
+Sink = Callable[[EventName, bytes, str | None], None]
+"""Receives (event name, envelope without ``seq``, run id) for every wire event, in order."""
+
+_encode_text = msgspec.json.Encoder().encode
+_CONTENT_TAIL = b'""}}}'
+"""How an envelope whose payload is ``{"content": ""}`` ends (``payload`` is its last field)."""
 
 _END_EVENT = {
     "completed": EventName.TASK_COMPLETED,
@@ -120,6 +126,9 @@ class RunTranslator:
         self.thread_id: str | None = None
         self.task_id: str | None = None
         self._block_items: dict[int, str] = {}
+        self._delta_key: tuple[EventName, str, str | None, str | None] | None = None
+        self._delta_prefix = b""
+        """The encoded envelope of the open block's deltas up to ``{"content":``."""
 
     # -- events the service emits itself ---------------------------------------
     def emit(
@@ -143,11 +152,46 @@ class RunTranslator:
             payload=payload,
             metadata=metadata,
         )
-        self._sink(event, data, data.task_id)
+        self._sink(event, encode_unsealed(event, data), data.task_id)
+
+    def delta(self, event: EventName, item_id: str | None, text: str) -> None:
+        """A ``message_chunk`` / ``reasoning`` of one block: the per-token path.
+
+        Every delta of a block has the same envelope but for its text, so the
+        part before the text is encoded once per block and each token costs
+        one string encode and a concatenation (byte-identical to :meth:`emit`,
+        which a test checks).
+        """
+        if item_id is None:
+            self.emit(event, "agent", payload=Content(content=text))
+            return
+        key = (event, item_id, self.thread_id, self.task_id)
+        if key != self._delta_key:
+            template = encode_unsealed(
+                event,
+                UnifiedResponseData(
+                    conversation_id=self.conversation_id,
+                    role="agent",
+                    item_id=item_id,
+                    thread_id=self.thread_id or None,
+                    task_id=self.task_id or None,
+                    agent_name=self.agent_name,
+                    payload=Content(content=""),
+                ),
+            )
+            assert template.endswith(_CONTENT_TAIL)
+            self._delta_key, self._delta_prefix = key, template[: -len(_CONTENT_TAIL)]
+        self._sink(
+            event, b"%s%s}}}" % (self._delta_prefix, _encode_text(text)), self.task_id or None
+        )
 
     def conversation_started(self) -> None:
         data = conversation_started(self.conversation_id, self.agent_name)
-        self._sink(EventName.CONVERSATION_STARTED, data, None)
+        self._sink(
+            EventName.CONVERSATION_STARTED,
+            encode_unsealed(EventName.CONVERSATION_STARTED, data),
+            None,
+        )
 
     def message_queued(self, message_id: str, delivery: Delivery, position: int) -> None:
         self.emit(
@@ -245,19 +289,11 @@ class RunTranslator:
             if kind == "thinking_start":
                 self.emit(EventName.REASONING_STARTED, "agent", item_id=item)
         elif kind == "text_delta":
-            self.emit(
-                EventName.MESSAGE_CHUNK,
-                "agent",
-                item_id=self._block_items.get(delta.content_index),
-                payload=Content(content=delta.delta),
+            self.delta(
+                EventName.MESSAGE_CHUNK, self._block_items.get(delta.content_index), delta.delta
             )
         elif kind == "thinking_delta":
-            self.emit(
-                EventName.REASONING,
-                "agent",
-                item_id=self._block_items.get(delta.content_index),
-                payload=Content(content=delta.delta),
-            )
+            self.delta(EventName.REASONING, self._block_items.get(delta.content_index), delta.delta)
         elif kind == "thinking_end":
             self.emit(
                 EventName.REASONING_COMPLETED,
