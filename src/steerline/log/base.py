@@ -228,4 +228,4 @@ class EventLog(abc.ABC):
 
 def seal_envelope(envelope_without_seq: bytes, seq: int) -> bytes:
     """Add ``"seq": N`` to an encoded ``{"event":…,"data":…}`` object."""
-    return b'%s,"seq":%d}' % (envelope_without_seq[:-1], seq)
+    return b"".join((envelope_without_seq[:-1], b',"seq":', b"%d}" % seq))  # 0.3 µs, not 0.6
