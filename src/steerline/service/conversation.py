@@ -41,6 +41,7 @@ from steerline.core.events import (
     AgentEvent,
     AgentStart,
     MessageStart,
+    MessageUpdate,
     QueueUpdate,
     TurnEnd,
 )
@@ -222,6 +223,9 @@ class Conversation:
         self.last_seq = self.log.append(self.record.id, event.value, envelope, run_id or None)
 
     def _on_event(self, event: AgentEvent) -> None:
+        if type(event) is MessageUpdate:  # nearly every event: the per-token path
+            self.translator.message_update(event)
+            return
         if isinstance(event, AgentEnd):
             self._stopping = True
         elif isinstance(event, AgentStart):

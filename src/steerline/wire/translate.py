@@ -223,7 +223,7 @@ class RunTranslator:
     # -- native events ---------------------------------------------------------
     def __call__(self, event: AgentEvent) -> None:
         if isinstance(event, MessageUpdate):
-            self._message_update(event)
+            self.message_update(event)
         elif isinstance(event, ToolExecutionStart):
             self.emit(
                 EventName.TOOL_CALL_STARTED,
@@ -281,7 +281,8 @@ class RunTranslator:
             self.emit(EventName.DONE, "system", payload=Done(stop_reason=event.stop_reason))
             self.task_id = None
 
-    def _message_update(self, event: MessageUpdate) -> None:
+    def message_update(self, event: MessageUpdate) -> None:
+        """A streamed delta (the caller may route these here directly: most events are)."""
         delta = event.delta
         kind = delta.kind
         if kind == "text_start" or kind == "thinking_start":
