@@ -67,7 +67,11 @@ async def main(n: int) -> None:
     print(f"events: {n}")
     print(f"envelope bytes: {ENVELOPE_SIZE}")
     with tempfile.TemporaryDirectory() as tmp:
-        for label, yield_every in (("tight loop", 0), ("yield every 16", 16)):
+        for label, yield_every in (
+            ("tight loop", 0),
+            ("yield every 16", 16),
+            ("yield every event", 1),
+        ):
             mem, mem_us = await run(MemoryEventLog(), n, yield_every=yield_every)
             normal_log = SqliteEventLog(str(Path(tmp) / f"n{yield_every}.db"))
             normal, normal_us = await run(normal_log, n, yield_every=yield_every)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import queue
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from steerline.core.errors import InvalidValueError, SteerlineError
@@ -162,6 +164,38 @@ async def test_group_commit_batches(tmp_path: Path) -> None:
         assert log.committed_seq("c1") == n
         assert n // log.settings.batch_size <= commits <= n // 20, commits
         assert len(await log.read("c1", 0, limit=n)) == n
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_the_writer_is_handed_one_list_per_loop_tick(tmp_path: Path) -> None:
+    log = SqliteEventLog(str(tmp_path / "log.db"))
+    handed: list[int] = []
+
+    class Counting(queue.SimpleQueue[Any]):
+        def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+            handed.append(len(item))
+            super().put(item, block, timeout)
+
+    log._queue = Counting()
+    await log.open()
+    try:
+        await log.create_conversation(ConversationRecord(id="c1"))
+        handed.clear()
+        for i in range(100):
+            log.append("c1", "message_chunk", envelope(i))
+        log.put_state("c1", "context", b"x")
+        assert handed == []  # nothing handed over yet: the tick is not over
+        await anyio.lowlevel.checkpoint()
+        assert handed == [101]  # one put for the whole tick, not one per event
+        with anyio.fail_after(5):
+            await log.wait("c1", 99)
+        handed.clear()
+        log.append("c1", "message_chunk", envelope(0))
+        await log.flush()  # a flush hands over at once, with what was queued before it
+        assert handed == [2]
+        assert log.committed_seq("c1") == 101
     finally:
         await log.close()
 

@@ -9,8 +9,16 @@ Why it is built this way:
   event. sqlite allows a single writer anyway, so more writer threads would
   only contend on its lock.
 * ``append`` must never make the agent wait on storage: it takes the next
-  ``seq`` from the in-memory :class:`ConversationTail` and puts the event on
-  a ``queue.SimpleQueue`` (no I/O, no lock held across I/O).
+  ``seq`` from the in-memory :class:`ConversationTail` and adds the event to
+  a list on the loop side (no I/O, no lock).
+* The writer is handed whole lists, not single events: the first append of
+  a loop tick schedules a hand-over at the end of the tick, and while the
+  writer is committing, everything appended meanwhile waits in the list and
+  goes over in one ``queue.SimpleQueue.put`` when the commit is reported
+  back (or as soon as the list holds ``batch_size`` items). A put wakes the
+  writer thread, which then competes with the loop for the GIL: one wake per
+  commit, not one per event. Commands (``flush``, conversation changes) are
+  handed over at once, so an acknowledgement never waits for a batch window.
 * An event reaches readers only once its transaction committed, so a crash
   never takes back an event a client saw: the writer hands each committed
   batch back to the event loop with ``loop.call_soon_threadsafe`` and only
@@ -344,7 +352,12 @@ class SqliteEventLog(EventLog):
             raise InvalidValueError("the sqlite event log needs a file path; use memory:// instead")
         self.commit_count = 0
         self._tails: dict[str, ConversationTail] = {}
-        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Op]] = queue.SimpleQueue()
+        self._pending: list[_Op] = []
+        """Loop side: queued for the writer, not handed over yet (in order)."""
+        self._writer_busy = False
+        """Loop side: a list was handed over and its commit not reported yet."""
+        self._hand_over_at = max(1, self.settings.batch_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._accepting = False
@@ -461,7 +474,8 @@ class SqliteEventLog(EventLog):
         with anyio.CancelScope(shield=True):
             # The writer commits everything before the stop command, then
             # exits; a store that cannot write gets close_timeout to recover.
-            self._queue.put(_Command("stop", _Waiter()))
+            self._pending.append(_Command("stop", _Waiter()))
+            self._hand_over()
             await anyio.to_thread.run_sync(thread.join, self.settings.close_timeout)
             if thread.is_alive():
                 self._abandon = True
@@ -570,12 +584,12 @@ class SqliteEventLog(EventLog):
                 " or was deleted"
             ) from None
         seq = tail.next_seq()
-        self._queue.put(
-            (
-                conversation_id,
-                StoredEvent(seq, event, seal_envelope(envelope_without_seq, seq), run_id),
-            )
-        )
+        stored = _new_event(StoredEvent)
+        _set_seq(stored, seq)
+        _set_name(stored, event)
+        _set_envelope(stored, seal_envelope(envelope_without_seq, seq))
+        _set_run_id(stored, run_id)
+        self._enqueue((conversation_id, stored))
         return seq
 
     async def flush(self) -> None:
@@ -686,17 +700,17 @@ class SqliteEventLog(EventLog):
     def put_state(self, conversation_id: str, key: str, value: bytes) -> None:
         if not self._accepting:
             self._check_writable()
-        self._queue.put(_StatePut(conversation_id, key, value))
+        self._enqueue(_StatePut(conversation_id, key, value))
 
     def put_item(self, conversation_id: str, collection: str, key: str, value: bytes) -> None:
         if not self._accepting:
             self._check_writable()
-        self._queue.put(_ItemPut(conversation_id, collection, key, value))
+        self._enqueue(_ItemPut(conversation_id, collection, key, value))
 
     def delete_item(self, conversation_id: str, collection: str, key: str) -> None:
         if not self._accepting:
             self._check_writable()
-        self._queue.put(_ItemPut(conversation_id, collection, key, None))
+        self._enqueue(_ItemPut(conversation_id, collection, key, None))
 
     async def get_items(self, conversation_id: str, collection: str) -> list[tuple[str, bytes]]:
         rows = await self._query(
@@ -802,10 +816,32 @@ class SqliteEventLog(EventLog):
         """
         if self._outage is not None:
             if command.kind not in ("create", "flush"):
-                self._queue.put(command)
+                self._pending.append(command)
+                self._hand_over()
             raise self._outage_error()
-        self._queue.put(command)
+        self._pending.append(command)
+        self._hand_over()  # now: the answer must not wait for a batch window
         return await command.waiter.wait()
+
+    def _enqueue(self, op: _Op) -> None:
+        """Queue ``op`` for the writer; it is handed over at the end of this
+        loop tick, or when the writer reports its current commit."""
+        pending = self._pending
+        pending.append(op)
+        if len(pending) == 1:
+            if not self._writer_busy:
+                assert self._loop is not None
+                self._loop.call_soon(self._hand_over)
+        elif len(pending) >= self._hand_over_at:
+            self._hand_over()  # enough for a full batch: no need to wait
+
+    def _hand_over(self) -> None:
+        """Give the writer everything queued on the loop side, in one put."""
+        pending = self._pending
+        if pending:
+            self._pending = []
+            self._writer_busy = True
+            self._queue.put(pending)
 
     async def _query(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._read_limiter is None:
@@ -817,6 +853,9 @@ class SqliteEventLog(EventLog):
 
         Events first, so a ``flush`` returns with ``committed_seq`` up to date.
         """
+        self._writer_busy = False
+        if self._pending:
+            self._hand_over()  # what was appended while that commit ran
         if self._outage is not None:
             logger.warning("sqlite event log %r: the store writes again", self.path)
             self._outage = None
@@ -841,18 +880,27 @@ class SqliteEventLog(EventLog):
             waiter.resolve(None, error)
 
     def _drain_commands(self) -> list[_Waiter]:
-        """Empty the queue (the writer is gone); the waiters of its commands."""
+        """Empty the queue (the writer is gone); the waiters of its commands.
+
+        Called from the writer thread when it dies, and again on the loop
+        (which also empties what it had not handed over yet).
+        """
         waiters: list[_Waiter] = []
+        if threading.current_thread() is not self._thread:
+            pending, self._pending = self._pending, []
+            waiters += _waiters(pending)
         while True:
             try:
-                item = self._queue.get_nowait()
+                items = self._queue.get_nowait()
             except queue.Empty:
                 return waiters
-            if isinstance(item, _Command):
-                waiters.append(item.waiter)
+            waiters += _waiters(items)
 
     def _on_attempt_failed(self, exc: BaseException, waiters: list[_Waiter]) -> None:
         """A commit attempt failed; the writer retries it. Tell whoever waits."""
+        self._writer_busy = False
+        if self._pending:
+            self._hand_over()  # the writer retries with whatever arrived meanwhile
         if self._outage is None:
             self._outage = exc
             self._signal_change()
@@ -939,9 +987,9 @@ class SqliteEventLog(EventLog):
             conn.close()
 
     def _writer_loop(self, conn: sqlite3.Connection) -> None:
-        """Take whatever is queued (bounded by ``batch_size``), commit it as one.
+        """Take whatever was handed over (bounded by ``batch_size``), commit it as one.
 
-        Blocking on the first item then draining without blocking is what
+        Blocking for the first list then draining without blocking is what
         groups commits: while one transaction is being written, the loop
         keeps appending, and all of that goes into the next one.
 
@@ -951,21 +999,23 @@ class SqliteEventLog(EventLog):
         """
         limit = max(1, self.settings.batch_size)
         get, get_nowait = self._queue.get, self._queue.get_nowait
-        batch: list[_Op] = []
+        received: list[_Op] = []
+        """Handed over and not committed yet, in order; batches are its prefixes."""
         delay = 0.0
         failing = False
         while True:
-            if not batch:
-                batch = [get()]
-            stopping = any(isinstance(i, _Command) and i.kind == "stop" for i in batch)
-            while not stopping and len(batch) < limit:
+            if not received:
+                received = get()
+            while len(received) < limit:
                 try:
-                    item = get_nowait()
+                    received += get_nowait()
                 except queue.Empty:
                     break
-                batch.append(item)
-                stopping = isinstance(item, _Command) and item.kind == "stop"
-            self._inflight = batch
+            batch = received[:limit] if len(received) > limit else received
+            # close() hands the stop over last, after everything else
+            last = batch[-1]
+            stopping = isinstance(last, _Command) and last.kind == "stop"
+            self._inflight = received
             try:
                 events, results = self._commit_batch(conn, batch)
             except Exception as exc:  # the batch is not stored: keep it, retry
@@ -992,7 +1042,7 @@ class SqliteEventLog(EventLog):
                 continue
             failing = False
             delay = 0.0
-            batch = []
+            received = received[len(batch) :] if batch is not received else []
             self._post(self._on_committed, events, results)
             if stopping:
                 return
