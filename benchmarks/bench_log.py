@@ -1,7 +1,10 @@
 """Append throughput of the event-log backends: memory vs sqlite.
 
 Run: ``.venv/bin/python benchmarks/bench_log.py [N]``. Each figure is one
-line ``name: value``.
+line ``name: value``. Throughput covers the appends *and* the final flush,
+so for sqlite it is the rate at which events become durable, not just the
+rate at which ``append`` returns. Figures are only meaningful as ratios on
+the same machine.
 
 ``.venv/bin/python benchmarks/bench_log.py replay [N] [ROUNDS]``: the store's
 part of a replay after ``Last-Event-ID``: a file holding an N-event
@@ -10,10 +13,12 @@ round (cold: nothing in memory, as after a restart) and read from seq 0 the
 way a stream does it (``read(after, 512)`` until empty), and, interleaved in
 the same process, by a bare ``sqlite3`` connection doing ``SELECT seq,
 envelope ... ORDER BY seq`` of the same rows. Medians of ROUNDS (default 15)
-and the median per-pair ratio. Throughput covers the appends *and* the final flush,
-so for sqlite it is the rate at which events become durable, not just the
-rate at which ``append`` returns. Figures are only meaningful as ratios on
-the same machine.
+and the median per-pair ratio.
+
+``.venv/bin/python benchmarks/bench_log.py flush [SECONDS]``: what an
+acknowledgement waits for: a producer appends 4 events every 2 ms (and a
+20 KB state blob every 20 events) while another task calls ``flush`` every
+5 ms for SECONDS (default 8); p50 / p99 / max of the flush latency.
 """
 
 from __future__ import annotations
@@ -166,8 +171,46 @@ async def replay(n: int, rounds: int) -> None:
         print(f"replay store / bare ratio (median of pairs): {statistics.median(ratios):.2f}")
 
 
+async def flush_latency(seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = SqliteEventLog(str(Path(tmp) / "flush.db"))
+        await log.open()
+        await log.create_conversation(ConversationRecord(id="c"))
+        latencies: list[float] = []
+        stop = anyio.Event()
+
+        async def producer() -> None:
+            i = 0
+            while not stop.is_set():
+                for _ in range(4):
+                    i += 1
+                    log.append("c", "message_chunk", envelope(i), "run")
+                if i % 20 == 0:
+                    log.put_state("c", "context", b"y" * 20_000)
+                await anyio.sleep(0.002)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(producer)
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                await anyio.sleep(0.005)
+                start = time.perf_counter()
+                await log.flush()
+                latencies.append((time.perf_counter() - start) * 1e3)
+            stop.set()
+        await log.close()
+    latencies.sort()
+    n = len(latencies)
+    print(f"flushes: {n}")
+    print(f"flush latency ms p50: {latencies[n // 2]:.2f}")
+    print(f"flush latency ms p99: {latencies[int(n * 0.99)]:.2f}")
+    print(f"flush latency ms max: {latencies[-1]:.2f}")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["replay"]:
+    if sys.argv[1:2] == ["flush"]:
+        anyio.run(flush_latency, float(sys.argv[2]) if len(sys.argv) > 2 else 8.0)
+    elif sys.argv[1:2] == ["replay"]:
         args = [int(a) for a in sys.argv[2:4]]
         anyio.run(replay, *(args + [10_000, 15][len(args) :]))
     else:

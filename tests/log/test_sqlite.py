@@ -9,6 +9,7 @@ import queue
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import steerline.log.sqlite as sqlite_module
 from steerline.core.errors import InvalidValueError, SteerlineError
 from steerline.log.base import (
     ConversationExistsError,
@@ -196,6 +198,40 @@ async def test_the_writer_is_handed_one_list_per_loop_tick(tmp_path: Path) -> No
         await log.flush()  # a flush hands over at once, with what was queued before it
         assert handed == [2]
         assert log.committed_seq("c1") == 101
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_checkpoints_run_in_the_background_not_in_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_INTERVAL", 0.01)
+    path = tmp_path / "log.db"
+    log = await opened(path)
+    try:
+        await log.create_conversation(ConversationRecord(id="c1"))
+        for i in range(100):
+            log.append("c1", "message_chunk", envelope(i))
+        await log.flush()
+        commits = log.commit_count
+
+        def in_database_file() -> int:
+            # immutable=1 ignores the WAL: only what a checkpoint copied back
+            conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+            try:
+                return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            except sqlite3.OperationalError:  # the schema is not copied back yet
+                return 0
+            finally:
+                conn.close()
+
+        with anyio.fail_after(5):
+            while in_database_file() < 100:
+                await anyio.lowlevel.checkpoint()
+                await anyio.to_thread.run_sync(time.sleep, 0.01)
+        assert log.checkpoint_count >= 1
+        assert log.commit_count == commits  # no commit was needed for it
     finally:
         await log.close()
 
