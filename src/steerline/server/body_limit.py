@@ -11,7 +11,11 @@ uvicorn closes the connection only after that. A body that cannot be drained
 100-continue`` was refused) gets ``Connection: close``.
 
 The limits apply until the response starts: a stream that is already
-answering reads nothing more than the client's disconnect.
+answering reads nothing more than the client's disconnect. A request without
+a body (no ``Content-Length`` or ``Content-Length: 0``, and no
+``Transfer-Encoding``: RFC 9112 §6.3) can break neither limit, so it reaches
+the app with the server's own ``receive`` and ``send``: nothing wraps the
+writes of a long stream (``GET …/stream``, one write per wake-up per viewer).
 """
 
 from __future__ import annotations
@@ -55,7 +59,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await _Request(self, scope, receive, send).run()
+        request = _Request(self, scope, receive, send)
+        if not request.chunked and not request.length:
+            await self.app(scope, receive, send)  # no body: nothing to limit
+            return
+        await request.run()
 
     def too_large(self) -> _Refusal:
         return _Refusal(
@@ -82,11 +90,21 @@ class _Request:
         self.deadline = anyio.current_time() + limits.body_timeout
         self.length: int | None = None
         self.expect_continue = False
+        self.chunked = False
+        """A ``Transfer-Encoding`` header: a body of unknown length follows."""
+        invalid_length = False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                self.length = int(value) if value.isdigit() and len(value) < 20 else None
+                if value.isdigit() and len(value) < 20:
+                    self.length = int(value)
+                else:
+                    self.length, invalid_length = None, True
+            elif name == b"transfer-encoding":
+                self.chunked = True
             elif name == b"expect" and value.lower() == b"100-continue":
                 self.expect_continue = True
+        if invalid_length:
+            self.chunked = True  # not a length we can trust: limit the body as read
         self.received = 0
         self.complete = False
         self.started = False
