@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from websockets.asyncio.client import connect
 
 from steerline.server.settings import ServerSettings
 from steerline.transports.tail import StreamSettings
@@ -23,6 +24,7 @@ from tests.server.clients import (
     open_socket,
     open_stream,
     payload,
+    read_log,
     text_of,
 )
 from tests.server.harness import RunningServer
@@ -212,3 +214,32 @@ async def test_pings(make_server: Any) -> None:
                     assert await stream._pull()
         async with open_socket(server, cid) as socket:
             assert (await socket.next_frame()) == {"type": "ping"}
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_websocket_batches_are_one_envelope_per_frame(
+    server: RunningServer, compression: str | None
+) -> None:
+    """A burst of events goes out as one write of many frames (without
+    compression the server frames them itself): still one envelope per text
+    frame, contiguous, the same as the log (SPEC §3.3)."""
+    words = " ".join(f"w{i}" for i in range(2000))
+    async with client() as http:
+        cid = await new_conversation(http, server)
+        base = (await http.get(f"{server.api}/conversations/{cid}")).json()["last_seq"]
+        url = f"{server.ws}/conversations/{cid}/ws"
+        async with connect(url, compression=compression, open_timeout=15) as ws:
+            await ws.send(json.dumps({"type": "prompt", "request_id": "r", "content": words}))
+            events: list[Envelope] = []
+            with anyio.fail_after(30):
+                while not events or events[-1]["event"] != "done":
+                    raw = await ws.recv()
+                    assert isinstance(raw, str)  # a text frame
+                    frame = json.loads(raw)  # exactly one JSON value per frame
+                    if "seq" in frame:
+                        events.append(frame)
+        log = await read_log(http, server, cid)
+    assert events[0]["seq"] == base + 1
+    assert_contiguous(events)
+    assert events == log[base:]
+    assert text_of(events).split() == ["Echo:", *words.split()]

@@ -20,15 +20,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from typing import Any
 from urllib.parse import unquote_plus
 
 from uvicorn.config import HTTP_PROTOCOLS, WS_PROTOCOLS
 from uvicorn.importer import import_from_string
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
 from steerline.server.settings import ServerSettings
 from steerline.transports.http_stream import response_abandoned
-from steerline.transports.websocket import MAX_FRAME_BYTES
+from steerline.transports.websocket import (
+    MAX_FRAME_BYTES,
+    SEND_BATCH_EXTENSION,
+    SEND_BATCH_KEY,
+)
 
 REDACTED = "[redacted]"
 SECRET_PARAMETERS = frozenset({"access_token"})
@@ -178,8 +187,14 @@ def header_timeout_protocol(base: type[asyncio.Protocol], timeout: float) -> typ
     return HeaderTimeoutProtocol
 
 
+_SMALL_TEXT_HEADS = [bytes((0x81, length)) for length in range(126)]
+_TEXT_HEAD_16 = struct.Struct("!BBH")
+_TEXT_HEAD_64 = struct.Struct("!BBQ")
+
+
 def close_frame_protocol(base: type[asyncio.Protocol]) -> type[Any]:
-    """uvicorn's WebSocket protocol ``base`` whose close frame never waits.
+    """uvicorn's WebSocket protocol ``base`` whose close frame never waits,
+    and which sends a batch of text frames in one write.
 
     uvicorn holds every send while the connection's write buffer is over its
     high-water mark. A viewer dropped for not reading (SPEC §4, slow
@@ -188,7 +203,15 @@ def close_frame_protocol(base: type[asyncio.Protocol]) -> type[Any]:
     queued behind the unread data at once, so the client reads its events and
     then 1013. (The connection is then closed once it is flushed, as uvicorn
     does for any connection whose application ended.)
+
+    A stream's batch of events is one ``websocket.send`` with
+    :data:`SEND_BATCH_KEY` (advertised as :data:`SEND_BATCH_EXTENSION`) when
+    ``base`` is the websockets-sansio protocol: the same frames, one envelope
+    each (SPEC §3.3), in one socket write (uvicorn writes each frame on its
+    own: one system call per event).
     """
+
+    batching = issubclass(base, WebSocketsSansIOProtocol)
 
     class CloseFrameProtocol(base):  # type: ignore[valid-type,misc]
         _write_paused = False
@@ -201,7 +224,16 @@ def close_frame_protocol(base: type[asyncio.Protocol]) -> type[Any]:
             self._write_paused = False
             super().resume_writing()
 
+        async def run_asgi(self) -> None:
+            if batching:
+                self.scope["extensions"][SEND_BATCH_EXTENSION] = {}
+            await super().run_asgi()
+
         async def send(self, message: Any) -> None:
+            texts = message.get(SEND_BATCH_KEY)
+            if texts is not None and message["type"] == "websocket.send":
+                await self._send_texts(texts)
+                return
             if message["type"] != "websocket.close" or self.writable.is_set():
                 await super().send(message)
                 return
@@ -211,6 +243,40 @@ def close_frame_protocol(base: type[asyncio.Protocol]) -> type[Any]:
             finally:
                 if self._write_paused and not self.disconnected:
                     self.writable.clear()
+
+        async def _send_texts(self, texts: list[bytes]) -> None:
+            await self.writable.wait()
+            if self.disconnected:
+                raise ClientDisconnected()
+            if not self.handshake_complete or self.close_sent or self.initial_response:
+                for text in texts:  # let uvicorn say what is wrong
+                    await super().send({"type": "websocket.send", "text": text.decode()})
+                return
+            conn = self.conn
+            if conn.state is not State.OPEN:
+                raise ClientDisconnected()
+            if conn.extensions or conn.expect_continuation_frame or conn.debug:
+                try:
+                    for text in texts:
+                        conn.send_text(text)
+                except InvalidState:
+                    raise ClientDisconnected() from None
+                self.transport.write(b"".join(conn.data_to_send()))
+                return
+            # What conn.send_text serializes for an unmasked, unfragmented text
+            # frame without extensions (RFC 6455 §5.2), without a Frame object
+            # and a BytesIO per frame.
+            out = conn.data_to_send()
+            for text in texts:
+                length = len(text)
+                if length < 126:
+                    out.append(_SMALL_TEXT_HEADS[length])
+                elif length < 65536:
+                    out.append(_TEXT_HEAD_16.pack(0x81, 126, length))
+                else:
+                    out.append(_TEXT_HEAD_64.pack(0x81, 127, length))
+                out.append(text)
+            self.transport.write(b"".join(out))
 
     CloseFrameProtocol.__name__ = f"CloseFrame{base.__name__}"
     return CloseFrameProtocol

@@ -29,6 +29,12 @@ from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamRegi
 
 logger = logging.getLogger("steerline.ws")
 
+SEND_BATCH_EXTENSION = "steerline.websocket.send_batch"
+"""ASGI extension (scope ``extensions``) of a server that takes a batch of text
+frames in one ``websocket.send``: ``{SEND_BATCH_KEY: [utf-8 bytes, ...]}``, one
+frame per item (``steerline.server.serving.close_frame_protocol``)."""
+SEND_BATCH_KEY = "steerline.texts"
+
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_PRIORITY = 2**31 - 1
 """Message priorities are within ±MAX_PRIORITY (as on the HTTP API)."""
@@ -55,6 +61,8 @@ class _WebSocketSink:
         self._lock = anyio.Lock()
         self._on_events = on_events
         self.closed = False
+        self._batch = SEND_BATCH_EXTENSION in websocket.scope.get("extensions", {})
+        """The server writes a batch of frames at once (see ``serving.py``)."""
 
     async def _send(self, texts: list[str]) -> None:
         async with self._lock:
@@ -80,8 +88,22 @@ class _WebSocketSink:
         await self._send([json.dumps(value)])
 
     async def events(self, batch: list[StoredEvent]) -> None:
-        await self._send([event.envelope.decode() for event in batch])
+        if self._batch:
+            await self._send_batch([event.envelope for event in batch])
+        else:
+            await self._send([event.envelope.decode() for event in batch])
         self._on_events(len(batch))
+
+    async def _send_batch(self, texts: list[bytes]) -> None:
+        """One text frame per envelope, one ASGI message and one socket write for all."""
+        async with self._lock:
+            if self.closed:
+                raise WebSocketDisconnect(1006)
+            try:
+                await self.websocket.send({"type": "websocket.send", SEND_BATCH_KEY: texts})
+            except _GONE:
+                self.closed = True
+                raise WebSocketDisconnect(1006) from None
 
     async def ping(self) -> None:
         await self.send_json({"type": "ping"})
