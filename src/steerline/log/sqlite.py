@@ -1130,7 +1130,7 @@ class SqliteEventLog(EventLog):
             # Anything else may depend on the rows before it (a delete must
             # see them), so write those first.
             if rows:
-                conn.executemany(_INSERT_EVENT, rows)
+                _insert_events(conn, rows)
                 rows.clear()
             if isinstance(item, _StatePut):
                 if item.conversation_id not in deleted:
@@ -1193,7 +1193,7 @@ class SqliteEventLog(EventLog):
             if not in_transaction:
                 conn.execute("BEGIN IMMEDIATE")
                 in_transaction = True
-            conn.executemany(_INSERT_EVENT, rows)
+            _insert_events(conn, rows)
         if not in_transaction:
             return events, results
         retention = self.settings.retention_events
@@ -1212,6 +1212,34 @@ class SqliteEventLog(EventLog):
         conn.execute("COMMIT")
         self.commit_count += 1
         return events, results
+
+
+_MULTI_ROWS = (64, 16, 4)
+_INSERT_EVENTS = {
+    n: "INSERT INTO events (conversation_id, seq, event, run_id, envelope) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?)"] * n)
+    for n in _MULTI_ROWS
+}
+
+
+def _insert_events(
+    conn: sqlite3.Connection, rows: list[tuple[str, int, str, str | None, bytes]]
+) -> None:
+    """Insert rows with multi-row statements (64, 16, 4 rows each, the rest one by one).
+
+    ``executemany`` steps once per row, and sqlite3 releases the GIL around
+    every step: the writer then waits for the loop to give it back once per
+    row. One statement of 64 rows is one step.
+    """
+    start = 0
+    total = len(rows)
+    for n in _MULTI_ROWS:
+        sql = _INSERT_EVENTS[n]
+        while total - start >= n:
+            conn.execute(sql, [value for row in rows[start : start + n] for value in row])
+            start += n
+    if start < total:
+        conn.executemany(_INSERT_EVENT, rows[start:])
 
 
 def _waiters(batch: list[_Op]) -> list[_Waiter]:
