@@ -8,6 +8,7 @@ at less than half the throughput and patches uvicorn's shutdown on import.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -85,19 +86,25 @@ class LogStreamResponse:
         sink = _HttpSink(send, self.kind)
         reason = EndReason.DISCONNECTED
         disconnected = False
+        # The client's disconnect is watched by one plain task (not a task
+        # group: a stream's memory is mostly per-connection objects).
+        streaming = anyio.CancelScope()
+
+        async def watch_disconnect() -> None:
+            nonlocal disconnected
+            try:
+                while True:
+                    message: Message = await receive()
+                    if message["type"] == "http.disconnect":
+                        break
+            except Exception:  # the server cannot tell us more: the client is gone
+                logger.debug("receive failed while streaming", exc_info=True)
+            disconnected = True
+            streaming.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect())
         try:
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    nonlocal disconnected
-                    while True:
-                        message: Message = await receive()
-                        if message["type"] == "http.disconnect":
-                            disconnected = True
-                            group.cancel_scope.cancel()
-                            return
-
-                group.start_soon(watch_disconnect)
+            with streaming:
                 if self.kind == "sse":
                     await send(
                         {
@@ -107,9 +114,10 @@ class LogStreamResponse:
                         }
                     )
                 reason = await self.tail.run(sink)
-                group.cancel_scope.cancel()
         except OSError:
             disconnected = True
+        finally:
+            watcher.cancel()
         if disconnected:
             reason = EndReason.DISCONNECTED
             if self.on_disconnect is not None:
