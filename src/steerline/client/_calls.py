@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from steerline.client._errors import decode_json, error_from_response
+from steerline.client._errors import (
+    ConnectionFailed,
+    InvalidResponse,
+    decode_json,
+    error_from_response,
+)
 from steerline.client._sansio import conversation_path
 
 Method = Literal["GET", "POST", "PATCH", "DELETE"]
@@ -34,6 +39,18 @@ def result(status: int, headers: Mapping[str, str], body: bytes) -> Any:
     if status == 204 or not body:
         return None
     return decode_json(body)
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """The answer of a call that returns a JSON object (``InvalidResponse`` if not)."""
+    if not isinstance(value, dict):
+        raise InvalidResponse(f"expected a JSON object, the server answered {value!r:.200}")
+    return value
+
+
+def connection_failed(call: Call, exc: Exception) -> ConnectionFailed:
+    """What a plain call raises when its request could not be sent or answered."""
+    return ConnectionFailed(f"{call.method} {call.path}: {type(exc).__name__}: {exc}")
 
 
 def _fields(**values: Any) -> dict[str, Any]:

@@ -11,8 +11,7 @@ from typing import Any
 import httpx2
 
 from steerline.client import _calls
-from steerline.client._calls import Call
-from steerline.client._errors import ConnectionFailed, InvalidResponse
+from steerline.client._calls import Call, json_object
 from steerline.client._models import Reconnect, WireEvent
 from steerline.client._sansio import ResumeCore
 
@@ -143,12 +142,6 @@ class EventStream:
             response.close()
 
 
-def _object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidResponse(f"expected a JSON object, the server answered {value!r:.200}")
-    return value
-
-
 class Client:
     """A steerline server's API, synchronously (SPEC §5; docs/client.md).
 
@@ -234,7 +227,7 @@ class Client:
         message); the acknowledgement ``{message_id, lane, position, run_id, queue, ...}``."""
         mode = "interrupt" if interrupt else "steer"
         call = _calls.message(conversation_id, content, mode, id, priority, expected_run_id)
-        return _object(self._call(call))
+        return json_object(self._call(call))
 
     def follow_up(
         self,
@@ -246,15 +239,15 @@ class Client:
     ) -> dict[str, Any]:
         """Queue a follow-up (starts a run on an idle conversation); the acknowledgement."""
         call = _calls.message(conversation_id, content, "follow_up", id, priority, expected_run_id)
-        return _object(self._call(call))
+        return json_object(self._call(call))
 
     def abort(self, conversation_id: str, clear_queues: bool = False) -> dict[str, Any]:
         """Abort the active run; the queue is kept unless ``clear_queues``."""
-        return _object(self._call(_calls.abort(conversation_id, clear_queues)))
+        return json_object(self._call(_calls.abort(conversation_id, clear_queues)))
 
     def queue(self, conversation_id: str) -> dict[str, Any]:
         """``{conversation_id, steering, follow_up}`` with each queued message whole."""
-        return _object(self._call(_calls.queue(conversation_id)))
+        return json_object(self._call(_calls.queue(conversation_id)))
 
     def edit_queued(
         self,
@@ -275,11 +268,11 @@ class Client:
             lane=lane,
             before=before,
         )
-        return _object(self._call(call))
+        return json_object(self._call(call))
 
     def remove_queued(self, conversation_id: str, message_id: str) -> dict[str, Any]:
         """Remove one queued message; ``message`` in the answer is the removed one."""
-        return _object(self._call(_calls.remove_queued(conversation_id, message_id)))
+        return json_object(self._call(_calls.remove_queued(conversation_id, message_id)))
 
     def move_queued(
         self,
@@ -291,21 +284,21 @@ class Client:
     ) -> dict[str, Any]:
         """Move one queued message to ``lane`` and/or before another one."""
         call = _calls.edit_queued(conversation_id, message_id, lane=lane, before=before)
-        return _object(self._call(call))
+        return json_object(self._call(call))
 
     def send_now(self, conversation_id: str) -> dict[str, Any]:
         """Start a run with the kept queue (idle only); ``{conversation_id, run_id, queue}``."""
-        return _object(self._call(_calls.send_now(conversation_id)))
+        return json_object(self._call(_calls.send_now(conversation_id)))
 
     def clear_queue(self, conversation_id: str, lane: str = "all") -> dict[str, Any]:
         """Remove the queued messages of ``lane`` (``steering``, ``follow_up``, ``all``)."""
-        return _object(self._call(_calls.clear_queue(conversation_id, lane)))
+        return json_object(self._call(_calls.clear_queue(conversation_id, lane)))
 
     # -- conversations --------------------------------------------------------------------
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         """``{status, active_run_id, queue, steering_mode, follow_up_mode, steering_policy,
         last_seq, ...}``."""
-        return _object(self._call(_calls.conversation(conversation_id)))
+        return json_object(self._call(_calls.conversation(conversation_id)))
 
     def set_modes(
         self,
@@ -317,15 +310,15 @@ class Client:
     ) -> dict[str, Any]:
         """Change delivery modes / steering policy; the conversation's status after it."""
         call = _calls.set_modes(conversation_id, steering_mode, follow_up_mode, steering_policy)
-        return _object(self._call(call))
+        return json_object(self._call(call))
 
     def history(self, conversation_id: str) -> dict[str, Any]:
         """``{items, last_seq}``: the persisted items, chunks merged per ``item_id``."""
-        return _object(self._call(_calls.history(conversation_id)))
+        return json_object(self._call(_calls.history(conversation_id)))
 
     def conversations(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
         """``{conversations, limit, offset, next_offset}``, most recently updated first."""
-        return _object(self._call(_calls.conversations(limit, offset)))
+        return json_object(self._call(_calls.conversations(limit, offset)))
 
     def delete_conversation(self, conversation_id: str) -> None:
         """Delete a conversation (its id is never reused)."""
@@ -333,7 +326,7 @@ class Client:
 
     def agents(self) -> dict[str, Any]:
         """``{default, agents: [{name, description, provider, model, default}]}``."""
-        return _object(self._call(_calls.agents()))
+        return json_object(self._call(_calls.agents()))
 
     def _call(self, call: Call) -> Any:
         try:
@@ -341,7 +334,5 @@ class Client:
                 call.method, call.path, json=call.json, params=call.params
             )
         except httpx2.TransportError as exc:
-            raise ConnectionFailed(
-                f"{call.method} {call.path}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise _calls.connection_failed(call, exc) from exc
         return _calls.result(response.status_code, response.headers, response.content)
