@@ -8,6 +8,7 @@ the terminal; ``--conversation`` attaches to an existing one with its history.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,7 +138,6 @@ def test_a_steer_from_another_client_and_alt_up_and_attaching(
 
 
 def test_chat_url_refuses_an_unknown_conversation_or_server(server: Served, tmp_path: Path) -> None:
-    import subprocess
 
     unknown = subprocess.run(
         [STEERLINE, "chat", "--url", server.url, "--conversation", "nope"],
