@@ -15,9 +15,8 @@ from the log's start.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -25,11 +24,9 @@ from anyio.abc import TaskGroup, TaskStatus
 from steerline.cli.transcript import QueueItem, Transcript, Who
 from steerline.client import AsyncClient, ClientError, NotFound, StreamFailed, WireEvent
 from steerline.core.ids import new_id
+from steerline.runtime.inbox import Lane
 from steerline.wire.translate import tool_result_text
 
-logger = logging.getLogger("steerline.chat")
-
-Lane = Literal["steering", "follow_up"]
 _WHO: dict[str, Who] = {"prompt": "prompt", "steer": "steer", "follow_up": "follow_up"}
 
 
