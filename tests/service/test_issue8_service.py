@@ -416,3 +416,28 @@ async def test_a_reordered_queue_is_restored_in_its_new_order(tmp_path: Path) ->
     async with ConversationService(SqliteEventLog(db), limits=limits) as service:
         conv = await service.get("t", cid)
         assert [m.id for m in conv.agent.inbox.messages("follow_up")] == order
+
+
+async def test_the_status_says_idle_as_soon_as_done_is_logged(
+    service: ConversationService,
+) -> None:
+    """A client that read ``done`` and then asks for the status must see "idle"
+    (and in the conversation list too), though the task winding the run down
+    still holds the conversation for a few awaits (CI saw "running" here)."""
+    conv = await service.create("t")
+    seen: list[tuple[object, object]] = []
+
+    async def record_at_end() -> None:
+        listed = await service.list_records("t", limit=10, offset=0)
+        seen.append((conv.status()["status"], listed[0].status))
+
+    def on_event(event: AgentEvent) -> None:
+        if isinstance(event, AgentEnd):  # after the conversation logged done
+            seen.append((conv.status()["status"], conv.status()["active_run_id"]))
+            service_group.start_soon(record_at_end)
+
+    conv.agent.subscribe(on_event)
+    async with anyio.create_task_group() as service_group:
+        await conv.submit("hi")
+        await wait_idle(conv)
+    assert seen == [("idle", None), ("idle", "idle")]

@@ -715,11 +715,16 @@ class Conversation:
 
     def status(self) -> dict[str, object]:
         snapshot = self.agent.queue_snapshot()
+        # As the log tells it: once a run's ``done`` is logged the conversation
+        # is idle to every reader, though the task winding the run down may
+        # still hold ``busy`` for a few awaits (a client that read ``done`` and
+        # then asked must not see "running").
+        pending = self.pending_run_id
         return {
             "conversation_id": self.id,
             "agent_name": self.record.agent_name,
-            "status": "running" if self.busy else "idle",
-            "active_run_id": self.record.active_run_id,
+            "status": "running" if pending is not None else "idle",
+            "active_run_id": pending,
             "queue": {
                 "steering": to_builtins(snapshot.steering),
                 "follow_up": to_builtins(snapshot.follow_up),

@@ -179,7 +179,7 @@ class ConversationService:
         for record in records:
             live = self._live.get(record.id)
             if live is not None:
-                record.status = "running" if live.busy else "idle"
+                record.status = "running" if live.pending_run_id is not None else "idle"
         return records
 
     async def delete(self, tenant: str, conversation_id: str) -> None:
