@@ -22,6 +22,7 @@ from steerline.log.base import (
     seal_envelope,
 )
 from steerline.log.memory import MemoryEventLog
+from steerline.log.redis import RedisEventLog
 from steerline.log.sqlite import SqliteEventLog
 
 pytestmark = pytest.mark.anyio
@@ -29,14 +30,19 @@ pytestmark = pytest.mark.anyio
 LogFactory = Callable[[LogSettings | None], Awaitable[EventLog]]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LogFactory]:
     opened: list[EventLog] = []
+    # requested first, so the server outlives the logs (fixtures end in reverse)
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
 
     async def factory(settings: LogSettings | None = None) -> EventLog:
         log: EventLog
         if request.param == "memory":
             log = MemoryEventLog(settings)
+        elif request.param == "redis":
+            # a real redis-server; each log its own key prefix
+            log = RedisEventLog(f"{redis_url}?prefix=t{len(opened)}", settings)
         else:
             log = SqliteEventLog(str(tmp_path / f"log{len(opened)}.db"), settings)
         await log.open()

@@ -8,7 +8,8 @@ from steerline.log.memory import MemoryEventLog
 
 
 def open_log(url: str, settings: LogSettings | None = None) -> EventLog:
-    """``memory://``, ``sqlite:///relative.db`` or ``sqlite:////absolute.db``.
+    """``memory://``, ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or
+    ``redis://host:port/db[?lease_ttl=seconds&prefix=name]``.
 
     The returned log still has to be ``await log.open()``-ed.
     """
@@ -18,4 +19,10 @@ def open_log(url: str, settings: LogSettings | None = None) -> EventLog:
         from steerline.log.sqlite import SqliteEventLog
 
         return SqliteEventLog(url.removeprefix("sqlite:///"), settings)
-    raise InvalidValueError(f"unsupported storage URL {url!r}; use memory:// or sqlite:///path.db")
+    if url.startswith(("redis://", "rediss://")):
+        from steerline.log.redis import RedisEventLog
+
+        return RedisEventLog(url, settings)
+    raise InvalidValueError(
+        f"unsupported storage URL {url!r}; use memory://, sqlite:///path.db or redis://host:port/db"
+    )

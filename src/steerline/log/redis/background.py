@@ -1,0 +1,190 @@
+"""The two background workers of a Redis-backed process.
+
+:class:`Reader`: one task per process reads every stream the process needs
+with one ``XREAD BLOCK`` over many keys: the logs its viewers watch (of
+conversations run elsewhere), the control streams of the leases it holds,
+and its own stream (control replies, and wake-ups when the watched set
+changes, since a blocked ``XREAD`` cannot be told of a new key otherwise).
+Its events go to each conversation's tail, which fans them out to the
+viewers' bounded buffers: never one blocking connection per viewer.
+
+:class:`LeaseKeeper`: renews the leases this process holds from a thread of
+its own, with a connection of its own, so nothing on the event loop (a tool
+that blocks it, a long fan-out) can starve a renewal; transient errors are
+retried at the next tick, which comes well within the lease's TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+
+from steerline.log.redis import scripts
+
+if TYPE_CHECKING:
+    from steerline.log.redis.store import RedisEventLog
+
+logger = logging.getLogger("steerline.log.redis")
+
+BLOCK_MS = 5000
+"""An ``XREAD`` blocks at most this long (well under the socket timeout)."""
+
+
+class Reader:
+    def __init__(self, log: RedisEventLog, client: aioredis.Redis) -> None:
+        self._log = log
+        self._client: Any = client  # redis-py's stubs type replies as ``bytes | str``
+        self._own = log.keys.process(log.owner)
+        self._cursor = b"0-0"
+        self._task: asyncio.Task[None] | None = None
+        self._waking = False
+        self._stopping = False
+
+    async def start(self) -> None:
+        # this process's stream starts at a marker: replies come after it
+        self._cursor = await self._log.redis.xadd(
+            self._own, {"w": "start"}, maxlen=1000, approximate=True
+        )
+        await self._log.redis.expire(self._own, 86400)
+        self._task = asyncio.create_task(self._read_forever(), name="steerline-redis-reader")
+
+    async def stop(self) -> None:
+        """End the task by waking its ``XREAD`` (redis-py does not return from
+        a blocked read that is cancelled); cancelled only if Redis is gone."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            with contextlib.suppress(redis_errors.RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._log.redis.xadd(self._own, {"w": "stop"}, maxlen=1000)
+                    await asyncio.shield(task)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await task
+        with contextlib.suppress(redis_errors.RedisError, OSError):
+            await self._client.aclose()
+
+    def watch_changed(self) -> None:
+        """Wake the blocked ``XREAD`` so it reads the new set of streams."""
+        if self._waking or self._task is None:
+            return
+        self._waking = True
+        asyncio.get_running_loop().create_task(self._wake())
+
+    async def _wake(self) -> None:
+        try:
+            await self._log.redis.xadd(self._own, {"w": "1"}, maxlen=1000, approximate=True)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+            pass  # the reader is failing too, and re-reads its set when it recovers
+        finally:
+            self._waking = False
+
+    async def _read_forever(self) -> None:
+        delay = 0.05
+        while not self._stopping:
+            streams: dict[str, bytes] = {self._own: self._cursor}
+            streams.update(self._log.streams_to_read())
+            try:
+                replies = await self._client.xread(streams, count=1000, block=BLOCK_MS)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                logger.warning("Redis reader: %s; retrying in %.2fs", exc, delay)
+                self._log._set_available(False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            except redis_errors.ResponseError:
+                logger.exception("Redis reader: XREAD refused")
+                await asyncio.sleep(1.0)
+                continue
+            delay = 0.05
+            if self._stopping:
+                return
+            for stream, entries in replies or ():
+                if not entries:
+                    continue
+                if stream == self._own.encode():
+                    self._cursor = entries[-1][0]
+                    for _entry_id, fields in entries:
+                        self._log.on_reply(fields)
+                    continue
+                named = self._log.local_for_stream(stream)
+                if named is None:
+                    continue
+                conversation_id, kind = named
+                if kind == "log":
+                    self._log.on_log_entries(conversation_id, entries)
+                elif kind == "ctl":
+                    self._log.on_control_entries(conversation_id, entries)
+
+
+class LeaseKeeper:
+    """Renews held leases every third of their TTL, from its own thread."""
+
+    def __init__(
+        self,
+        url: str,
+        ttl: float,
+        loop: asyncio.AbstractEventLoop,
+        on_lost: Callable[[str, str], None],
+        lease_key: Callable[[str], str],
+    ) -> None:
+        self._lease_key = lease_key
+        self._ttl_ms = int(ttl * 1000)
+        self._interval = ttl / 3
+        self._loop = loop
+        self._on_lost = on_lost
+        self._held: dict[str, str] = {}
+        self._stopping = threading.Event()
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=max(ttl / 4, 0.2),
+            socket_timeout=max(ttl / 4, 0.2),
+            socket_keepalive=True,
+            health_check_interval=15,
+        )
+        self._renew = self._client.register_script(scripts.RENEW)
+        self._thread = threading.Thread(
+            target=self._run, name="steerline-lease-keeper", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self._client.close()
+
+    def hold(self, conversation_id: str, value: str) -> None:
+        self._held[conversation_id] = value
+
+    def drop(self, conversation_id: str) -> None:
+        self._held.pop(conversation_id, None)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            held = dict(self._held)  # a copy: the loop changes it meanwhile
+            if not held:
+                continue
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for conversation_id, value in held.items():
+                    lease_key = self._lease_key(conversation_id)
+                    self._renew(keys=[lease_key], args=[value, self._ttl_ms], client=pipe)
+                renewed = pipe.execute()
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                logger.warning("lease renewal failed (%s); retrying", exc)
+                continue
+            for (conversation_id, value), ok in zip(held.items(), renewed, strict=True):
+                if not ok and self._held.get(conversation_id) == value:
+                    self._loop.call_soon_threadsafe(self._on_lost, conversation_id, value)

@@ -1,0 +1,139 @@
+"""The Lua scripts: every mutation of a conversation is one of these.
+
+Each script touches only keys of one conversation (they share the hash tag
+``{conversation_id}``, see :mod:`steerline.log.redis.keys`), so it runs
+atomically, also on Redis Cluster. Lease values are ``"<owner>|<epoch>"``;
+the epoch is the conversation's counter of lease hand-overs, so a process
+whose lease expired and was taken over can never write again (its epoch is
+old), even if it takes no notice of the loss.
+"""
+
+from __future__ import annotations
+
+CREATE = """
+-- KEYS: rec, log, lease   ARGV: owner, ttl_ms, record, [event, envelope, run]
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'r', ARGV[3], 'seq', 0, 'epoch', 1)
+redis.call('SET', KEYS[3], ARGV[1] .. '|1', 'PX', ARGV[2])
+if ARGV[4] then
+  redis.call('XADD', KEYS[2], '1-0', 'e', ARGV[4], 'b', ARGV[5], 'r', ARGV[6])
+  redis.call('HSET', KEYS[1], 'seq', 1)
+end
+return 1
+"""
+
+ACQUIRE = """
+-- KEYS: rec, lease   ARGV: owner, ttl_ms
+-- -> {'gone'} | {'held', holder} | {'mine'|'acquired', record, seq, epoch}
+local r = redis.call('HMGET', KEYS[1], 'r', 'seq', 'epoch', 'del')
+if not r[1] or r[4] == '1' then return {'gone'} end
+local holder = redis.call('GET', KEYS[2])
+if holder then
+  local sep = string.find(holder, '|', 1, true)
+  local who = string.sub(holder, 1, sep - 1)
+  if who ~= ARGV[1] then return {'held', who} end
+  return {'mine', r[1], r[2], string.sub(holder, sep + 1)}
+end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('SET', KEYS[2], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
+return {'acquired', r[1], r[2], tostring(epoch)}
+"""
+
+RENEW = """
+-- KEYS: lease   ARGV: value, ttl_ms   -> 1 renewed, 0 lost
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RELEASE = """
+-- KEYS: lease, ctl   ARGV: value   -> 'ok' | 'pending' | 'lost'
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lost' end
+if redis.call('XLEN', KEYS[2]) > 0 then return 'pending' end
+redis.call('DEL', KEYS[1])
+return 'ok'
+"""
+
+SEND_CONTROL = """
+-- KEYS: lease, ctl   ARGV: limit, request id, reply stream, body
+-- -> 1 queued, 0 nobody holds the lease, -1 too many waiting
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -1 end
+redis.call('XADD', KEYS[2], '*', 'q', ARGV[2], 'to', ARGV[3], 'b', ARGV[4])
+return 1
+"""
+
+COMMIT = """
+-- One write batch of the lease holder, fenced by its lease value.
+-- KEYS: rec, log, state, lease, ctl, colls, then (items, order) pairs
+-- ARGV: lease value, retention (0: keep all), then operations:
+--   A seq event envelope run | S key value | I pair collection key value
+--   | D pair key
+--   R record | K control-entry-id
+-- Appends at or below the stored seq were written by an earlier attempt of
+-- this batch (its reply was lost): they are skipped, so a retry is harmless.
+-- -> {'ok', seq} | {'fenced'} | {'gone'} | {'gap', seq}
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'del') == '1' then
+  return {'gone'}
+end
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return {'fenced'} end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local retention = tonumber(ARGV[2])
+local i = 3
+while i <= #ARGV do
+  local op = ARGV[i]
+  if op == 'A' then
+    local s = tonumber(ARGV[i + 1])
+    if s > seq then
+      if s ~= seq + 1 then return {'gap', seq} end
+      if retention > 0 then
+        redis.call('XADD', KEYS[2], 'MAXLEN', retention, s .. '-0',
+                   'e', ARGV[i + 2], 'b', ARGV[i + 3], 'r', ARGV[i + 4])
+      else
+        redis.call('XADD', KEYS[2], s .. '-0', 'e', ARGV[i + 2], 'b', ARGV[i + 3], 'r', ARGV[i + 4])
+      end
+      seq = s
+    end
+    i = i + 5
+  elseif op == 'S' then
+    redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  elseif op == 'I' then
+    local pair = tonumber(ARGV[i + 1])
+    if redis.call('HSET', KEYS[pair], ARGV[i + 3], ARGV[i + 4]) == 1 then
+      -- a new item goes last; a replaced one keeps its place
+      redis.call('ZADD', KEYS[pair + 1], redis.call('HINCRBY', KEYS[1], 'io', 1), ARGV[i + 3])
+      redis.call('SADD', KEYS[6], ARGV[i + 2])
+    end
+    i = i + 5
+  elseif op == 'D' then
+    local pair = tonumber(ARGV[i + 1])
+    redis.call('HDEL', KEYS[pair], ARGV[i + 2])
+    redis.call('ZREM', KEYS[pair + 1], ARGV[i + 2])
+    i = i + 3
+  elseif op == 'R' then
+    redis.call('HSET', KEYS[1], 'r', ARGV[i + 1])
+    i = i + 2
+  elseif op == 'K' then
+    redis.call('XDEL', KEYS[5], ARGV[i + 1])
+    i = i + 2
+  else
+    return redis.error_reply('unknown operation ' .. tostring(op))
+  end
+end
+redis.call('HSET', KEYS[1], 'seq', seq)
+return {'ok', seq}
+"""
+
+DELETE = """
+-- KEYS: rec, log, state, lease, ctl, colls, then every (items, order) key
+-- The record stays as a tombstone: a deleted id is never used again.
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'del') == '1' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'del', '1')
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+return 1
+"""

@@ -1,0 +1,857 @@
+"""``redis://host:port/db``: the event log and runtime state in Redis, shared
+by any number of server processes (SPEC §4, docs/scaling.md).
+
+Layout per conversation (keys share the hash tag ``{id}``): a record hash
+(the record, the last ``seq``, the lease epoch), the log as a Stream whose
+entry ids are ``<seq>-0`` (so ``Last-Event-ID: N`` is a range read), a state
+hash, item hashes with their insertion order, the lease string and a
+control stream (requests from other processes to the lease holder).
+
+Writes work as in the sqlite backend: ``append`` assigns the ``seq`` at once
+and queues the event; a writer task sends everything queued as one
+:data:`~steerline.log.redis.scripts.COMMIT` script per conversation (all
+pipelined in one round trip), fenced by the lease: only the lease holder's
+writes land, so ``seq`` stays gapless whichever process writes, and a stale
+owner's batch is refused (the service then cancels its run). An event is
+visible to readers once the script ran (Redis' own durability: AOF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from steerline.core.errors import InvalidValueError
+from steerline.core.ids import new_id
+from steerline.log.base import (
+    ConversationExistsError,
+    ConversationRecord,
+    EventLog,
+    LogSettings,
+    RetentionError,
+    StorageUnavailableError,
+    StoredEvent,
+    seal_envelope,
+)
+from steerline.log.redis import scripts
+from steerline.log.redis.background import LeaseKeeper, Reader
+from steerline.log.redis.keys import ConversationKeys, Keys
+from steerline.log.shared import (
+    ControlHandler,
+    ControlRequest,
+    Lease,
+    LeaseState,
+    NotHeldError,
+    SharedLog,
+)
+from steerline.log.tail import ConversationTail
+
+logger = logging.getLogger("steerline.log.redis")
+
+T = TypeVar("T")
+
+TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+"""Errors of an unreachable or restarting Redis (``BusyLoadingError`` is a
+``ConnectionError``): retried by writers, answered 503 to requests."""
+
+DEFAULT_LEASE_TTL = 10.0
+MAX_CONTROL_WAITING = 1000
+"""Control requests waiting for one conversation's lease holder; beyond, 503."""
+
+_record_encoder = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(ConversationRecord)
+
+Op = tuple[Any, ...]
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id('proc')}"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """What the URL's query may set: ``redis://host:6379/0?lease_ttl=10&prefix=steerline``."""
+
+    url: str
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    prefix: str = "steerline"
+
+    @classmethod
+    def parse(cls, url: str) -> RedisOptions:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise InvalidValueError(f"not a redis URL: {url!r}")
+        options: dict[str, Any] = {}
+        for name, value in parse_qsl(parts.query):
+            if name == "lease_ttl":
+                try:
+                    ttl = float(value)
+                except ValueError:
+                    ttl = math.nan
+                if not 0.5 <= ttl <= 3600:
+                    raise InvalidValueError("lease_ttl must be a number of seconds, 0.5 to 3600")
+                options["lease_ttl"] = ttl
+            elif name == "prefix":
+                if not value or any(c in value for c in "{}: "):
+                    raise InvalidValueError("prefix must be a non-empty name without {}: or space")
+                options["prefix"] = value
+            else:
+                raise InvalidValueError(
+                    f"unknown redis URL option {name!r}; expected lease_ttl or prefix"
+                )
+        bare = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        return cls(url=bare, **options)
+
+
+@dataclass(slots=True)
+class _Local:
+    """What this process knows of one conversation."""
+
+    keys: ConversationKeys
+    tail: ConversationTail
+    tenant: str = "default"
+    lease: str | None = None
+    """``"<owner>|<epoch>"`` while this process holds the lease."""
+    ops: list[Op] = field(default_factory=list)
+    events: list[StoredEvent] = field(default_factory=list)
+    record: bytes | None = None
+    """A record change queued with the ops (written in order with them)."""
+    watched: bool = False
+    """Its log is read by the reader (a viewer here, the lease elsewhere)."""
+    control_cursor: bytes = b"0-0"
+
+
+class RedisEventLog(EventLog, SharedLog):
+    def __init__(
+        self, url: str, settings: LogSettings | None = None, *, owner: str | None = None
+    ) -> None:
+        self.options = RedisOptions.parse(url)
+        self.settings = settings or LogSettings()
+        self.owner = owner or default_owner()
+        self.lease_ttl = self.options.lease_ttl
+        self.keys = Keys(self.options.prefix)
+        self._locals: dict[str, _Local] = {}
+        self._redis: aioredis.Redis | None = None
+        self._ticket = 0
+        self._committed_ticket = 0
+        self._flushes: list[tuple[int, asyncio.Future[None]]] = []
+        self._dirty = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._available = True
+        self._availability_changed = asyncio.Event()
+        self._replies: dict[str, asyncio.Future[bytes]] = {}
+        self._on_control: ControlHandler | None = None
+        self._on_lease_lost: Callable[[str], None] = lambda _cid: None
+        self._control_queues: dict[str, asyncio.Queue[ControlRequest]] = {}
+        self._control_workers: dict[str, asyncio.Task[None]] = {}
+        self._reader: Reader | None = None
+        self._keeper: LeaseKeeper | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+    def _client(self, **extra: Any) -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            self.options.url,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
+            retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+            **extra,
+        )
+
+    @property
+    def redis(self) -> Any:
+        """The client (typed ``Any``: redis-py's stubs type replies as ``bytes | str``)."""
+        assert self._redis is not None, "open() the log first"
+        return self._redis
+
+    async def open(self) -> None:
+        self._redis = self._client(socket_timeout=10)
+        try:
+            await self._check_server()
+        except TRANSIENT as exc:
+            await self._redis.aclose()
+            raise StorageUnavailableError(
+                f"cannot reach Redis at {self.options.url}: {exc}"
+            ) from exc
+        self._scripts: dict[str, Any] = {
+            name: self.redis.register_script(getattr(scripts, name))
+            for name in ("CREATE", "ACQUIRE", "RELEASE", "SEND_CONTROL", "COMMIT", "DELETE")
+        }
+        self._writer = asyncio.create_task(self._write_forever(), name="steerline-redis-writer")
+        self._reader = Reader(self, self._client(socket_timeout=self._block_seconds + 10))
+        await self._reader.start()
+        self._keeper = LeaseKeeper(
+            self.options.url,
+            self.lease_ttl,
+            asyncio.get_running_loop(),
+            self._lease_lost,
+            lambda cid: self.keys.conversation(cid).lease,
+        )
+        self._keeper.start()
+
+    @property
+    def _block_seconds(self) -> float:
+        return 5.0
+
+    async def _check_server(self) -> None:
+        """SPEC §4: refuse a Redis that may evict keys; warn when nothing persists."""
+        try:
+            policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+            aof = (await self.redis.config_get("appendonly")).get("appendonly")
+        except redis_errors.ResponseError:
+            logger.warning(
+                "cannot read Redis' configuration (CONFIG is disabled): make sure "
+                "maxmemory-policy is noeviction and AOF persistence is on"
+            )
+            return
+        if policy is not None and policy != "noeviction":
+            await self.redis.aclose()
+            raise InvalidValueError(
+                f"Redis at {self.options.url} has maxmemory-policy {policy!r}: it may evict "
+                "conversation keys (losing logs and leases). Set maxmemory-policy noeviction."
+            )
+        if aof != "yes":
+            logger.warning(
+                "Redis at %s runs without AOF persistence (appendonly no): a Redis restart "
+                "loses what was written since its last snapshot. Set appendonly yes.",
+                self.options.url,
+            )
+
+    async def close(self) -> None:
+        if self._closed or self._redis is None:
+            return
+        self._closed = True
+        try:
+            with_timeout = asyncio.timeout(self.settings.close_timeout)
+            async with with_timeout:
+                await self.flush()
+        except (TimeoutError, StorageUnavailableError):
+            logger.error("closing the Redis log with writes not stored (Redis unreachable)")
+        for cid in [cid for cid, local in self._locals.items() if local.lease is not None]:
+            try:
+                await self.release_lease(cid)
+            except (StorageUnavailableError, *TRANSIENT):
+                break
+        if self._keeper is not None:
+            self._keeper.stop()
+        if self._reader is not None:
+            await self._reader.stop()
+        for task in [self._writer, *self._control_workers.values()]:
+            if task is not None:
+                task.cancel()
+        await self._redis.aclose()
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    async def wait_availability_change(self) -> None:
+        await self._availability_changed.wait()
+
+    def _set_available(self, value: bool) -> None:
+        if value == self._available:
+            return
+        self._available = value
+        changed, self._availability_changed = self._availability_changed, asyncio.Event()
+        changed.set()
+        if value:
+            logger.warning("Redis is reachable again")
+        else:
+            logger.error("Redis is unreachable; writes wait and requests get 503")
+            for local in self._locals.values():
+                local.tail.wake()  # viewers end with a resume hint
+
+    async def _call(self, operation: Awaitable[T]) -> T:
+        """Run a request; an unreachable Redis is a ``StorageUnavailableError``."""
+        try:
+            return await operation
+        except TRANSIENT as exc:
+            raise StorageUnavailableError(f"Redis is unreachable: {exc}") from exc
+
+    # -- local bookkeeping -----------------------------------------------------
+    def _local(self, conversation_id: str, seq: int, tenant: str) -> _Local:
+        local = self._locals.get(conversation_id)
+        if local is None:
+            retention = self.settings.retention_events
+            hot = (
+                self.settings.hot_tail
+                if retention is None
+                else min(retention, self.settings.hot_tail)
+            )
+            tail = ConversationTail(hot_limit=hot, hot_bytes_limit=self.settings.hot_tail_bytes)
+            tail.assigned_seq = tail.committed_seq = seq
+            local = _Local(self.keys.conversation(conversation_id), tail, tenant)
+            self._locals[conversation_id] = local
+        elif local.lease is None and seq > local.tail.committed_seq:
+            if not local.watched:
+                local.tail.drop_hot()  # it missed events: storage serves them
+            local.tail.assigned_seq = local.tail.committed_seq = seq
+        return local
+
+    def _held(self, conversation_id: str) -> _Local | None:
+        local = self._locals.get(conversation_id)
+        return local if local is not None and local.lease is not None else None
+
+    # -- conversations ---------------------------------------------------------
+    async def create_conversation(
+        self, record: ConversationRecord, first_event: tuple[str, bytes] | None = None
+    ) -> None:
+        keys = self.keys.conversation(record.id)
+        args: list[Any] = [self.owner, int(self.lease_ttl * 1000), _record_encoder.encode(record)]
+        first: StoredEvent | None = None
+        if first_event is not None:
+            first = StoredEvent(1, first_event[0], seal_envelope(first_event[1], 1))
+            args += [first.event, first.envelope, ""]
+        created = await self._call(
+            self._scripts["CREATE"](keys=[keys.record, keys.log, keys.lease], args=args)
+        )
+        if not created:
+            raise ConversationExistsError(f"conversation id {record.id!r} is already used")
+        await self._call(self._index(record))
+        local = self._local(record.id, 0, record.tenant)
+        self._hold(record.id, local, f"{self.owner}|1")
+        if first is not None:
+            local.tail.assigned_seq = 1
+            local.tail.committed([first])
+
+    async def _index(self, record: ConversationRecord) -> None:
+        """The cross-conversation indexes (other slots: not in the script)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.tenant(record.tenant), {record.id: record.updated_at})
+        if record.status == "running":
+            pipe.sadd(self.keys.running, record.id)
+        else:
+            pipe.srem(self.keys.running, record.id)
+        await pipe.execute()
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        keys = self.keys.conversation(conversation_id)
+        raw, seq, deleted = await self._call(self.redis.hmget(keys.record, ["r", "seq", "del"]))
+        if raw is None or deleted == b"1":
+            return None
+        record = _record_decoder.decode(raw)
+        self._local(conversation_id, int(seq or 0), record.tenant)
+        return record
+
+    async def update_conversation(self, record: ConversationRecord) -> None:
+        local = self._held(record.id)
+        if local is None:
+            return
+        local.record = _record_encoder.encode(record)
+        local.tenant = record.tenant
+        self._queued(local, ("R",))
+        await self.flush()
+
+    async def list_conversations(
+        self, tenant: str, *, limit: int = 50, offset: int = 0
+    ) -> list[ConversationRecord]:
+        if limit <= 0:
+            return []
+        ids = await self._call(
+            self.redis.zrevrange(self.keys.tenant(tenant), offset, offset + limit - 1)
+        )
+        return await self._records([i.decode() for i in ids])
+
+    async def _records(self, ids: Sequence[str]) -> list[ConversationRecord]:
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hmget(self.keys.conversation(cid).record, ["r", "del"])
+        records = []
+        for raw, deleted in await self._call(pipe.execute()):
+            if raw is not None and deleted != b"1":
+                records.append(_record_decoder.decode(raw))
+        return records
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        keys = self.keys.conversation(conversation_id)
+        raw, collections = await self._call(self._raw_and_collections(keys))
+        if raw is None:
+            return False
+        item_keys = [k for c in collections for k in keys.items(c.decode())]
+        deleted = await self._call(
+            self._scripts["DELETE"](
+                keys=[
+                    keys.record,
+                    keys.log,
+                    keys.state,
+                    keys.lease,
+                    keys.control,
+                    keys.collections,
+                    *item_keys,
+                ]
+            )
+        )
+        if not deleted:
+            return False
+        tenant = _record_decoder.decode(raw).tenant
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.keys.tenant(tenant), conversation_id)
+        pipe.srem(self.keys.running, conversation_id)
+        await self._call(pipe.execute())
+        local = self._locals.pop(conversation_id, None)
+        if local is not None:
+            self._forget_lease(conversation_id)
+            local.tail.deleted = True
+            local.tail.wake()
+        return True
+
+    async def _raw_and_collections(
+        self, keys: ConversationKeys
+    ) -> tuple[bytes | None, list[bytes]]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.record, ["r", "del"])
+        pipe.smembers(keys.collections)
+        (raw, deleted), collections = await pipe.execute()
+        return (None if deleted == b"1" else raw), sorted(collections)
+
+    async def running_conversations(self) -> list[ConversationRecord]:
+        ids = await self._call(self.redis.smembers(self.keys.running))
+        records = await self._records(sorted(i.decode() for i in ids))
+        return [r for r in records if r.status == "running"]
+
+    # -- events ----------------------------------------------------------------
+    def append(
+        self,
+        conversation_id: str,
+        event: str,
+        envelope_without_seq: bytes,
+        run_id: str | None = None,
+    ) -> int:
+        local = self._locals[conversation_id]  # KeyError: unknown (as every backend)
+        if local.lease is None:
+            raise NotHeldError(f"conversation {conversation_id!r} is not held by this process")
+        seq = local.tail.next_seq()
+        stored = StoredEvent(seq, event, seal_envelope(envelope_without_seq, seq), run_id)
+        local.events.append(stored)
+        self._queued(local, ("A", str(seq), event, stored.envelope, run_id or ""))
+        return seq
+
+    def _queued(self, local: _Local, op: Op) -> None:
+        local.ops.append(op)
+        self._ticket += 1
+        self._dirty.set()
+
+    async def flush(self) -> None:
+        ticket = self._ticket
+        if self._committed_ticket >= ticket:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes.append((ticket, future))
+        await future
+
+    def committed_seq(self, conversation_id: str) -> int:
+        local = self._locals.get(conversation_id)
+        return local.tail.committed_seq if local is not None else 0
+
+    async def read(self, conversation_id: str, after: int, limit: int = 1000) -> list[StoredEvent]:
+        local = self._locals.get(conversation_id)
+        if limit > 0 and local is not None and (local.lease is not None or local.watched):
+            hot = local.tail.from_hot(after, limit)
+            if hot:
+                return hot
+        keys = self.keys.conversation(conversation_id)
+        events: list[StoredEvent] = []
+        if limit > 0:
+            entries = await self._call(
+                self.redis.xrange(keys.log, min=f"{after + 1}-0", max="+", count=limit)
+            )
+            events = [event_of(entry_id, fields) for entry_id, fields in entries]
+        if not events or events[0].seq != after + 1:
+            oldest = await self.oldest_seq(conversation_id)
+            if oldest and after + 1 < oldest:
+                raise RetentionError(
+                    f"events after {after} are no longer retained; the oldest kept is {oldest}"
+                )
+        return events
+
+    async def oldest_seq(self, conversation_id: str) -> int:
+        keys = self.keys.conversation(conversation_id)
+        first = await self._call(self.redis.xrange(keys.log, min="-", max="+", count=1))
+        return event_of(*first[0]).seq if first else 0
+
+    async def wait(self, conversation_id: str, after: int) -> None:
+        if not self._available:
+            raise StorageUnavailableError("Redis is unreachable; resume shortly")
+        local = self._locals.get(conversation_id)
+        if local is None:
+            return
+        if local.lease is None and not local.watched:
+            local.watched = True
+            assert self._reader is not None
+            self._reader.watch_changed()
+        await local.tail.wait(after)
+        if not self._available:
+            raise StorageUnavailableError("Redis is unreachable; resume shortly")
+
+    def release(self, conversation_id: str) -> None:
+        local = self._locals.get(conversation_id)
+        if local is None:
+            return
+        local.tail.drop_hot()
+        if local.lease is None and not local.ops:
+            del self._locals[conversation_id]
+            if local.watched and self._reader is not None:
+                self._reader.watch_changed()
+
+    # -- runtime state ---------------------------------------------------------
+    def put_state(self, conversation_id: str, key: str, value: bytes) -> None:
+        local = self._held(conversation_id)
+        if local is not None:
+            self._queued(local, ("S", key, value))
+
+    async def get_state(self, conversation_id: str, key: str) -> bytes | None:
+        state: bytes | None = await self._call(
+            self.redis.hget(self.keys.conversation(conversation_id).state, key)
+        )
+        return state
+
+    def put_item(self, conversation_id: str, collection: str, key: str, value: bytes) -> None:
+        local = self._held(conversation_id)
+        if local is not None:
+            self._queued(local, ("I", collection, key, value))
+
+    def delete_item(self, conversation_id: str, collection: str, key: str) -> None:
+        local = self._held(conversation_id)
+        if local is not None:
+            self._queued(local, ("D", collection, key))
+
+    async def get_items(self, conversation_id: str, collection: str) -> list[tuple[str, bytes]]:
+        items_key, order_key = self.keys.conversation(conversation_id).items(collection)
+        names = await self._call(self.redis.zrange(order_key, 0, -1))
+        if not names:
+            return []
+        values = await self._call(self.redis.hmget(items_key, names))
+        return [(n.decode(), v) for n, v in zip(names, values, strict=True) if v is not None]
+
+    async def get_item(self, conversation_id: str, collection: str, key: str) -> bytes | None:
+        items_key, _ = self.keys.conversation(conversation_id).items(collection)
+        value: bytes | None = await self._call(self.redis.hget(items_key, key))
+        return value
+
+    # -- the writer --------------------------------------------------------------
+    async def _write_forever(self) -> None:
+        delay = 0.05
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            ticket = self._ticket
+            batch = [(cid, local) for cid, local in self._locals.items() if local.ops]
+            taken = [(cid, local, local.ops, local.events, local.record) for cid, local in batch]
+            for _, local in batch:
+                local.ops, local.events, local.record = [], [], None
+            while True:
+                try:
+                    results = await self._commit(taken)
+                    break
+                except TRANSIENT as exc:
+                    if not self._available:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, self.settings.retry_max_delay)
+                    else:
+                        logger.warning("Redis write failed (%s); retrying", exc)
+                        self._set_available(False)
+            delay = 0.05
+            self._set_available(True)
+            for (cid, local, _ops, events, _record), result in zip(taken, results, strict=True):
+                status = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+                if status == "ok":
+                    local.tail.committed(events)
+                elif status == "gone":
+                    local.tail.deleted = True
+                    local.tail.wake()
+                    self._fenced(cid, local, "the conversation was deleted")
+                else:  # fenced, or a gap (cannot happen while fenced)
+                    self._fenced(cid, local, f"write refused ({status})")
+            self._committed_ticket = ticket
+            self._resolve_flushes()
+
+    def _resolve_flushes(self) -> None:
+        waiting, self._flushes = self._flushes, []
+        for ticket, future in waiting:
+            if ticket <= self._committed_ticket:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                self._flushes.append((ticket, future))
+
+    async def _commit(
+        self, taken: list[tuple[str, _Local, list[Op], list[StoredEvent], bytes | None]]
+    ) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        retention = self.settings.retention_events or 0
+        for cid, local, ops, _events, record in taken:
+            keys = local.keys
+            script_keys = [
+                keys.record,
+                keys.log,
+                keys.state,
+                keys.lease,
+                keys.control,
+                keys.collections,
+            ]
+            pairs: dict[str, int] = {}
+            args: list[Any] = [local.lease or "", retention]
+            for op in ops:
+                kind = op[0]
+                if kind in ("I", "D"):
+                    collection = op[1]
+                    if collection not in pairs:
+                        pairs[collection] = len(script_keys) + 1
+                        script_keys += keys.items(collection)
+                    args += [kind, pairs[collection]]
+                    if kind == "I":
+                        args.append(collection)
+                    args += op[2:]
+                elif kind == "R":
+                    args += ["R", record]
+                else:
+                    args += op
+            await self._scripts["COMMIT"](keys=script_keys, args=args, client=pipe)
+            if record is not None:
+                decoded = _record_decoder.decode(record)
+                pipe.zadd(self.keys.tenant(decoded.tenant), {cid: decoded.updated_at})
+                if decoded.status == "running":
+                    pipe.sadd(self.keys.running, cid)
+                else:
+                    pipe.srem(self.keys.running, cid)
+        replies = await pipe.execute(raise_on_error=False)
+        results: list[Any] = []
+        index = 0
+        for _cid, _local, _ops, _events, record in taken:
+            reply = replies[index]
+            if isinstance(reply, TRANSIENT):
+                raise reply
+            if isinstance(reply, Exception):
+                logger.error("Redis refused a write: %s", reply)
+                reply = [b"error"]
+            results.append(reply)
+            index += 1 if record is None else 3
+        return results
+
+    # -- leases (SharedLog) --------------------------------------------------------
+    def _hold(self, conversation_id: str, local: _Local, value: str) -> None:
+        local.lease = value
+        local.watched = False
+        local.control_cursor = b"0-0"
+        assert self._keeper is not None
+        self._keeper.hold(conversation_id, value)
+        assert self._reader is not None
+        self._reader.watch_changed()
+
+    def _forget_lease(self, conversation_id: str) -> None:
+        if self._keeper is not None:
+            self._keeper.drop(conversation_id)
+        worker = self._control_workers.pop(conversation_id, None)
+        if worker is not None:
+            worker.cancel()
+        self._control_queues.pop(conversation_id, None)
+
+    def _fenced(self, conversation_id: str, local: _Local, why: str) -> None:
+        if local.lease is None:
+            return
+        logger.warning("conversation %s: lease lost, %s", conversation_id, why)
+        local.lease = None
+        local.ops, local.events, local.record = [], [], None
+        self._forget_lease(conversation_id)
+        self._on_lease_lost(conversation_id)
+
+    def _lease_lost(self, conversation_id: str, value: str) -> None:
+        """From the keeper thread (via the loop): a renewal found the lease gone."""
+        local = self._locals.get(conversation_id)
+        if local is not None and local.lease == value:
+            self._fenced(conversation_id, local, "its renewal found it expired or taken")
+
+    def holds(self, conversation_id: str) -> bool:
+        return self._held(conversation_id) is not None
+
+    async def acquire_lease(self, conversation_id: str) -> Lease:
+        keys = self.keys.conversation(conversation_id)
+        reply = await self._call(
+            self._scripts["ACQUIRE"](
+                keys=[keys.record, keys.lease], args=[self.owner, int(self.lease_ttl * 1000)]
+            )
+        )
+        state = reply[0].decode()
+        if state == "gone":
+            return Lease(LeaseState.GONE)
+        if state == "held":
+            return Lease(LeaseState.HELD, holder=reply[1].decode())
+        record = _record_decoder.decode(reply[1])
+        seq = int(reply[2] or 0)
+        local = self._local(conversation_id, seq, record.tenant)
+        if local.lease is None:
+            if local.tail.committed_seq != seq or local.tail.assigned_seq != seq:
+                local.tail.drop_hot()
+                local.tail.assigned_seq = local.tail.committed_seq = seq
+            self._hold(conversation_id, local, f"{self.owner}|{reply[3].decode()}")
+            local.tail.wake()
+        return Lease(LeaseState.ACQUIRED, holder=self.owner, taken_over=state == "acquired")
+
+    async def release_lease(self, conversation_id: str) -> bool:
+        local = self._held(conversation_id)
+        if local is None:
+            return True
+        await self.flush()
+        if local.lease is None:
+            return True
+        reply = await self._call(
+            self._scripts["RELEASE"](
+                keys=[local.keys.lease, local.keys.control], args=[local.lease]
+            )
+        )
+        if reply == b"pending":
+            return False
+        local.lease = None
+        self._forget_lease(conversation_id)
+        if self._reader is not None:
+            self._reader.watch_changed()
+        return True
+
+    def set_handlers(
+        self, on_control: ControlHandler, on_lease_lost: Callable[[str], None]
+    ) -> None:
+        self._on_control = on_control
+        self._on_lease_lost = on_lease_lost
+
+    async def send_control(self, conversation_id: str, body: bytes, patience: float) -> bytes:
+        keys = self.keys.conversation(conversation_id)
+        request_id = new_id("req")
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = future
+        try:
+            queued = await self._call(
+                self._scripts["SEND_CONTROL"](
+                    keys=[keys.lease, keys.control],
+                    args=[MAX_CONTROL_WAITING, request_id, self.keys.process(self.owner), body],
+                )
+            )
+            if queued == 0:
+                raise NotHeldError(conversation_id)
+            if queued < 0:
+                raise StorageUnavailableError(
+                    "too many requests wait for this conversation's server; retry shortly"
+                )
+            async with asyncio.timeout(patience):
+                return await future
+        finally:
+            self._replies.pop(request_id, None)
+
+    async def reply(self, request: ControlRequest, body: bytes) -> None:
+        local = self._held(request.conversation_id)
+        if local is None:
+            return  # lost meanwhile: what it did may not be written; the caller retries
+        self._queued(local, ("K", request.entry_id))
+        await self.flush()
+        if self._held(request.conversation_id) is None:
+            return
+        await self._call(
+            self.redis.xadd(
+                request.reply_to,
+                {"q": request.request_id, "b": body},
+                maxlen=10_000,
+                approximate=True,
+            )
+        )
+
+    async def orphaned_runs(self) -> list[str]:
+        ids = sorted(i.decode() for i in await self._call(self.redis.smembers(self.keys.running)))
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ids:
+            pipe.exists(self.keys.conversation(cid).lease)
+        held = await self._call(pipe.execute())
+        return [cid for cid, exists in zip(ids, held, strict=True) if not exists]
+
+    # -- called by the reader ------------------------------------------------------
+    def streams_to_read(self) -> dict[str, bytes]:
+        """The reader's XREAD set: logs watched here, control streams of held leases."""
+        streams: dict[str, bytes] = {}
+        for local in self._locals.values():
+            if local.lease is not None:
+                streams[local.keys.control] = local.control_cursor
+            elif local.watched:
+                streams[local.keys.log] = b"%d-0" % local.tail.committed_seq
+        return streams
+
+    def on_log_entries(self, conversation_id: str, entries: list[Any]) -> None:
+        local = self._locals.get(conversation_id)
+        if local is None or local.lease is not None:
+            return
+        events = [event_of(i, f) for i, f in entries]
+        fresh = [e for e in events if e.seq > local.tail.committed_seq]
+        if fresh:
+            local.tail.assigned_seq = max(local.tail.assigned_seq, fresh[-1].seq)
+            local.tail.committed(fresh)
+
+    def on_control_entries(self, conversation_id: str, entries: list[Any]) -> None:
+        local = self._locals.get(conversation_id)
+        if local is None or local.lease is None or self._on_control is None:
+            return
+        queue = self._control_queues.get(conversation_id)
+        if queue is None:
+            queue = self._control_queues[conversation_id] = asyncio.Queue()
+            self._control_workers[conversation_id] = asyncio.create_task(
+                self._serve_control(queue), name=f"steerline-control-{conversation_id}"
+            )
+        for entry_id, fields in entries:
+            local.control_cursor = entry_id
+            queue.put_nowait(
+                ControlRequest(
+                    conversation_id=conversation_id,
+                    request_id=fields[b"q"].decode(),
+                    body=fields[b"b"],
+                    reply_to=fields[b"to"].decode(),
+                    entry_id=entry_id.decode(),
+                )
+            )
+
+    async def _serve_control(self, queue: asyncio.Queue[ControlRequest]) -> None:
+        assert self._on_control is not None
+        while True:
+            request = await queue.get()
+            try:
+                await self._on_control(request)
+            except Exception:
+                logger.exception("control request %s failed", request.request_id)
+
+    def on_reply(self, fields: dict[bytes, bytes]) -> None:
+        request_id = fields.get(b"q")
+        if request_id is None:
+            return  # a wake-up
+        future = self._replies.get(request_id.decode())
+        if future is not None and not future.done():
+            future.set_result(fields.get(b"b", b""))
+
+    def local_for_stream(self, stream: bytes) -> tuple[str, str] | None:
+        """(conversation id, "log" | "ctl") of a stream key read by the reader."""
+        name = stream.decode()
+        start, end = name.find("{"), name.rfind("}")
+        if start < 0 or end < 0:
+            return None
+        return name[start + 1 : end], name[end + 2 :]
+
+
+def event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
+    run = fields.get(b"r") or b""
+    return StoredEvent(
+        seq=int(entry_id.split(b"-", 1)[0]),
+        event=fields[b"e"].decode(),
+        envelope=fields[b"b"],
+        run_id=run.decode() or None,
+    )

@@ -1,0 +1,105 @@
+"""What a log shared by several server processes adds to :class:`EventLog`.
+
+With ``memory://`` and ``sqlite://`` one process owns the store and runs
+every conversation. A shared store (``redis://``) lets any number of
+processes serve the same conversations; each conversation is run by at most
+one of them at a time, the holder of its *lease*, and only that process's
+writes reach the conversation (fenced by an epoch token: a process whose
+lease was lost or taken over has every later write refused).
+
+The service layer uses this interface to decide, per request, whether it
+runs the conversation here (it holds or takes the lease) or hands the
+command to the process that does (a control request through the store).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+class LeaseState(enum.Enum):
+    ACQUIRED = "acquired"
+    """This process holds the lease (it just took it, or already held it)."""
+    HELD = "held"
+    """Another process holds it."""
+    GONE = "gone"
+    """No such conversation (or it was deleted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    state: LeaseState
+    holder: str | None = None
+    """The owner id of the process holding it (for ``HELD``)."""
+    taken_over: bool = False
+    """For ``ACQUIRED``: the lease was free, so this process just became the
+    owner (the conversation's state must be loaded from the store now)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A command another process asks the lease holder to run."""
+
+    conversation_id: str
+    request_id: str
+    body: bytes
+    reply_to: str
+    entry_id: str
+
+
+ControlHandler = Callable[[ControlRequest], Awaitable[None]]
+
+
+class NotHeldError(Exception):
+    """The conversation has no lease holder: take the lease and run it here."""
+
+
+class SharedLog(abc.ABC):
+    """The coordination part of a log shared by several processes."""
+
+    owner: str
+    """This process's owner id (lease values and control replies name it)."""
+
+    lease_ttl: float
+    """Seconds a lease lives without renewal (a dead owner's runs end within it)."""
+
+    @abc.abstractmethod
+    async def acquire_lease(self, conversation_id: str) -> Lease:
+        """Hold the conversation's lease here if it is free (or already ours)."""
+
+    @abc.abstractmethod
+    async def release_lease(self, conversation_id: str) -> bool:
+        """Give the lease up after writing what is queued; False while control
+        requests wait for this process (it must answer them first) or when
+        the lease was lost anyway."""
+
+    @abc.abstractmethod
+    def holds(self, conversation_id: str) -> bool:
+        """Whether this process holds the lease (as far as it knows)."""
+
+    @abc.abstractmethod
+    def set_handlers(
+        self, on_control: ControlHandler, on_lease_lost: Callable[[str], None]
+    ) -> None:
+        """``on_control`` runs each control request for a conversation held
+        here, in order per conversation; ``on_lease_lost`` is told when a
+        write was refused or a renewal found the lease gone."""
+
+    @abc.abstractmethod
+    async def send_control(self, conversation_id: str, body: bytes, patience: float) -> bytes:
+        """Ask the lease holder to run ``body``; its reply within ``patience`` seconds.
+
+        ``NotHeldError`` when nobody holds the lease (checked atomically with
+        the request being queued), ``TimeoutError`` when no reply came.
+        """
+
+    @abc.abstractmethod
+    async def reply(self, request: ControlRequest, body: bytes) -> None:
+        """Answer a control request (after its effects are written)."""
+
+    @abc.abstractmethod
+    async def orphaned_runs(self) -> list[str]:
+        """Conversations recorded as running whose lease nobody holds."""
