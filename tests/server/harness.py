@@ -178,7 +178,12 @@ class Served:
     """One ``steerline serve`` process (quacks like RunningServer for the helpers)."""
 
     def __init__(
-        self, db: Path, workdir: Path, port: int | None = None, quiet: bool = False
+        self,
+        db: Path | None,
+        workdir: Path,
+        port: int | None = None,
+        quiet: bool = False,
+        store: str | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -195,7 +200,7 @@ class Served:
                 "--port",
                 str(self.port),
                 "--store",
-                f"sqlite:///{db}",  # db is absolute: sqlite:////abs/path
+                store or f"sqlite:///{db}",  # db is absolute: sqlite:////abs/path
             ],
             cwd=workdir,
             env=env,

@@ -18,7 +18,7 @@ from steerline.server.errors import HTTPError
 from steerline.server.openapi import CONVERSATION_ID_PATTERN
 from steerline.server.state import ServerState
 from steerline.service.commands import Command
-from steerline.service.conversation import Conversation
+from steerline.service.service import ConversationHandle
 
 API = "/api/v1"
 """Prefix of the conversation API (``/healthz`` and ``/metrics`` sit outside it)."""
@@ -70,13 +70,15 @@ def check_conversation_id(conversation_id: str) -> str:
     return conversation_id
 
 
-async def conversation(conversation_id: str, request: Request, tenant_name: Tenant) -> Conversation:
+async def conversation(
+    conversation_id: str, request: Request, tenant_name: Tenant
+) -> ConversationHandle:
     """The tenant's conversation named by the path (404 ``conversation_not_found``)."""
     check_conversation_id(conversation_id)
-    return await server_state(request).conversations.get(tenant_name, conversation_id)
+    return await server_state(request).conversations.open(tenant_name, conversation_id)
 
 
-Conv = Annotated[Conversation, Depends(conversation)]
+Conv = Annotated[ConversationHandle, Depends(conversation)]
 
 
 def parse_event_id(value: str | None, source: str) -> int | None:
@@ -98,7 +100,7 @@ def resume_point(request: Request) -> int | None:
     return parse_event_id(request.query_params.get("after"), "after")
 
 
-async def execute(request: Request, conv: Conversation, command: Command) -> dict[str, Any]:
+async def execute(request: Request, conv: ConversationHandle, command: Command) -> dict[str, Any]:
     """Run one command of the conversation's command set (as WebSocket frames do)."""
     settings = server_state(request).settings
     result = await conv.execute(command, auto_continue=settings.service.auto_continue)

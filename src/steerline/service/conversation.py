@@ -338,6 +338,10 @@ class Conversation:
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
+    def abort_soon(self) -> None:
+        """Abort the active run now (a client left with ``on_disconnect=cancel``)."""
+        self.agent.abort()
+
     def attach(self) -> Callable[[], None]:
         """Count a viewer (stream or socket) until the returned function is called."""
         self.viewers += 1

@@ -22,15 +22,18 @@ from steerline.core.errors import TooManyRunsError as TooManyRunsError
 from steerline.core.ids import new_id
 from steerline.core.text import check_id
 from steerline.log.base import (
+    ConversationExistsError,
     ConversationRecord,
     EventLog,
     RetentionError,
     StorageUnavailableError,
     StoredEvent,
 )
+from steerline.log.shared import ControlRequest, LeaseState
 from steerline.runtime.agent import Agent
 from steerline.runtime.inbox import InboxLimits
 from steerline.service.agents import AgentRegistry
+from steerline.service.cluster import RemoteConversation, remote_view, serve_control, shared_log
 from steerline.service.conversation import Conversation
 from steerline.service.state import (
     CONTEXT_KEY,
@@ -47,6 +50,9 @@ from steerline.wire.envelope import EventName, encode_unsealed, thread_id_of, th
 from steerline.wire.translate import conversation_started
 
 logger = logging.getLogger("steerline.service")
+
+ConversationHandle = Conversation | RemoteConversation
+"""What the routes get: a conversation run here, or a view of one run elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +98,21 @@ class ConversationService:
         self._group: TaskGroup | None = None
         self.shutting_down = anyio.Event()
         self.runs_started = 0
+        self.shared = shared_log(log)
+        """The coordination of a store shared by several processes (``redis://``)."""
+        self.control_patience = (
+            max(5.0, 1.5 * self.shared.lease_ttl) if self.shared is not None else 0.0
+        )
+        """Seconds a command waits for the process running its conversation."""
 
     async def __aenter__(self) -> ConversationService:
         await self.log.open()
         self._group = await anyio.create_task_group().__aenter__()
-        await self.recover()
+        if self.shared is not None:
+            self.shared.set_handlers(self._serve_control, self._lease_lost)
+            self._group.start_soon(self._sweep_periodically)
+        else:
+            await self.recover()
         self._group.start_soon(self._unload_idle_periodically)
         return self
 
@@ -137,6 +153,8 @@ class ConversationService:
         return self._bind(record, agent)
 
     async def get(self, tenant: str, conversation_id: str) -> Conversation:
+        """The conversation, run here. With a shared store, the conversation
+        the routes see may be run by another process: see :meth:`open`."""
         live = self._live.get(conversation_id)
         if live is not None:
             if live.record.tenant != tenant:
@@ -152,6 +170,9 @@ class ConversationService:
                     record = await self.log.get_conversation(conversation_id)
                     if record is None:
                         raise self._not_found(conversation_id)
+                    if record.status == "running" and self.shared is not None:
+                        # its lease was free: the process that ran it is gone
+                        await self._recover_one(record)
                     live = await self._load(record)
         finally:
             if not lock.statistics().tasks_waiting:
@@ -161,15 +182,48 @@ class ConversationService:
         live.touch()
         return live
 
+    async def open(self, tenant: str, conversation_id: str) -> ConversationHandle:
+        """The conversation as the routes use it: run here, or (with a shared
+        store, its lease held by another process) a view whose commands go to
+        that process. A free lease is taken: this process runs it from now on."""
+        if self.shared is None:
+            return await self.get(tenant, conversation_id)
+        live = self._live.get(conversation_id)
+        if live is not None and not self.shared.holds(conversation_id):
+            self._unload(live)  # its lease was lost meanwhile
+        while True:
+            if (
+                self.shared.holds(conversation_id)
+                or (await self.shared.acquire_lease(conversation_id)).state is LeaseState.ACQUIRED
+            ):
+                return await self.get(tenant, conversation_id)
+            record = await self.log.get_conversation(conversation_id)
+            if record is None or record.tenant != tenant:
+                raise self._not_found(conversation_id)
+            if (await self.shared.acquire_lease(conversation_id)).state is LeaseState.HELD:
+                return await remote_view(self, record)
+
+    async def get_held(self, conversation_id: str) -> Conversation:
+        """A conversation whose lease this process holds, loaded if it was unloaded."""
+        record = await self.log.get_conversation(conversation_id)
+        if record is None:
+            raise self._not_found(conversation_id)
+        return await self.get(record.tenant, conversation_id)
+
     async def get_or_create(
         self, tenant: str, conversation_id: str | None, agent_name: str | None
-    ) -> tuple[Conversation, bool]:
+    ) -> tuple[ConversationHandle, bool]:
         if conversation_id is not None:
             try:
-                return await self.get(tenant, conversation_id), False
+                return await self.open(tenant, conversation_id), False
             except ConversationNotFoundError:
                 if await self.log.get_conversation(conversation_id) is not None:
                     raise
+            try:
+                return await self.create(tenant, agent_name, conversation_id), True
+            except ConversationExistsError:
+                # another process created it just now
+                return await self.open(tenant, conversation_id), False
         return await self.create(tenant, agent_name, conversation_id), True
 
     async def list_records(
@@ -184,7 +238,12 @@ class ConversationService:
 
     async def delete(self, tenant: str, conversation_id: str) -> None:
         self.check_writable()
-        conversation = await self.get(tenant, conversation_id)
+        handle = await self.open(tenant, conversation_id)
+        if not isinstance(handle, Conversation):
+            # run elsewhere: its holder's next write finds it gone and stops
+            await self.log.delete_conversation(conversation_id)
+            return
+        conversation = handle
         conversation.agent.abort()
         with anyio.move_on_after(self.limits.shutdown_grace):
             await conversation.idle.wait()
@@ -218,6 +277,10 @@ class ConversationService:
     # -- internals -----------------------------------------------------------------
     def _not_found(self, conversation_id: str) -> ConversationNotFoundError:
         return ConversationNotFoundError(f"conversation {conversation_id!r} not found")
+
+    def spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``job`` in the service's task group (its failure stays its own)."""
+        self._spawn(job)
 
     def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if self._group is None:
@@ -357,6 +420,17 @@ class ConversationService:
         if self._live.get(conversation.id) is conversation:
             del self._live[conversation.id]
         conversation.unloaded = True
+        if self.shared is not None and self.shared.holds(conversation.id) and self._group:
+            shared, cid = self.shared, conversation.id
+
+            async def release() -> None:
+                # refused while control requests wait: they reload it here
+                with anyio.CancelScope(shield=True):
+                    if self._live.get(cid) is None and await shared.release_lease(cid):
+                        self.log.release(cid)
+
+            self._group.start_soon(release)
+            return
         self.log.release(conversation.id)
 
     def _unload_over_limit(self) -> None:
@@ -396,24 +470,73 @@ class ConversationService:
             record = await self.log.get_conversation(stale.id)
             if record is None:
                 continue
-            conversation = await self._load(record)
-            unfinished = await self._unfinished_run(record)
-            if unfinished is not None:
-                run_id, thread_id = unfinished
-                conversation.translator.run_failed(
-                    run_id,
-                    "run_lost",
-                    "the process running this task stopped unexpectedly",
-                    thread_id,
-                )
-            else:
-                run_id = record.active_run_id or ""
-            record.status = "idle"
-            record.active_run_id = None
-            record.owner = None
-            await self.log.update_conversation(record)
-            logger.warning("recovered conversation %s: run %s failed", record.id, run_id)
+            await self._recover_one(record)
         await self.log.flush()
+
+    async def _recover_one(self, record: ConversationRecord) -> None:
+        """End the run a dead process left active, once; keep its queue."""
+        conversation = await self._load(record)
+        unfinished = await self._unfinished_run(record)
+        if unfinished is not None:
+            run_id, thread_id = unfinished
+            conversation.translator.run_failed(
+                run_id,
+                "run_lost",
+                "the process running this task stopped unexpectedly",
+                thread_id,
+            )
+        else:
+            run_id = record.active_run_id or ""
+        record.status = "idle"
+        record.active_run_id = None
+        record.owner = None
+        await self.log.update_conversation(record)
+        logger.warning("recovered conversation %s: run %s failed", record.id, run_id)
+        self._unload(conversation)  # loaded again, as recorded now, by whoever asks
+
+    # -- a shared store: leases and control requests ---------------------------------
+    async def _serve_control(self, request: ControlRequest) -> None:
+        await serve_control(self, request)
+
+    def _lease_lost(self, conversation_id: str) -> None:
+        """A write was refused or the lease expired: stop the run here at once
+        (another process ends it in the log) and forget the conversation."""
+        conversation = self._live.pop(conversation_id, None)
+        if conversation is None:
+            return
+        conversation.unloaded = True
+        if conversation.busy:
+            conversation.agent.abort()
+        logger.warning("conversation %s: lease lost, its run here was stopped", conversation_id)
+
+    async def sweep(self) -> int:
+        """End the runs of processes that died (their lease expired): each is
+        ended once, by whichever process takes its lease first. Returns how many."""
+        assert self.shared is not None
+        ended = 0
+        for conversation_id in await self.shared.orphaned_runs():
+            lease = await self.shared.acquire_lease(conversation_id)
+            if lease.state is not LeaseState.ACQUIRED or not lease.taken_over:
+                continue
+            record = await self.log.get_conversation(conversation_id)
+            if record is not None and record.status == "running":
+                await self._recover_one(record)
+                ended += 1
+            elif conversation_id not in self._live:
+                await self.shared.release_lease(conversation_id)
+        return ended
+
+    async def _sweep_periodically(self) -> None:
+        assert self.shared is not None
+        interval = max(self.shared.lease_ttl / 3, 0.1)
+        while True:
+            try:
+                await self.sweep()
+            except StorageUnavailableError as exc:
+                logger.warning("lease sweep skipped: %s", exc)
+            except Exception:
+                logger.exception("lease sweep failed")
+            await anyio.sleep(interval)
 
     async def shutdown(self) -> None:
         """Let running tasks finish within the grace period, then abort them."""

@@ -24,7 +24,7 @@ from steerline.core.errors import InvalidValueError, SteerlineError
 from steerline.core.text import MAX_ID_LENGTH, check_text
 from steerline.log.base import EventLog, RetentionError, StoredEvent
 from steerline.service.commands import COMMAND_TYPES, decode_command
-from steerline.service.conversation import Conversation
+from steerline.service.service import ConversationHandle
 from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamRegistry, StreamSettings
 
 logger = logging.getLogger("steerline.ws")
@@ -127,7 +127,7 @@ class WebSocketSession:
     def __init__(
         self,
         websocket: WebSocket,
-        conversation: Conversation,
+        conversation: ConversationHandle,
         log: EventLog,
         *,
         settings: StreamSettings,

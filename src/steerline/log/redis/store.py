@@ -434,7 +434,9 @@ class RedisEventLog(EventLog, SharedLog):
     ) -> int:
         local = self._locals[conversation_id]  # KeyError: unknown (as every backend)
         if local.lease is None:
-            raise NotHeldError(f"conversation {conversation_id!r} is not held by this process")
+            # the lease was lost: the run here is being stopped, and what it
+            # still emits is refused (another process ends the run in the log)
+            return local.tail.committed_seq
         seq = local.tail.next_seq()
         stored = StoredEvent(seq, event, seal_envelope(envelope_without_seq, seq), run_id)
         local.events.append(stored)

@@ -26,11 +26,10 @@ from steerline.server.state import ServerState
 from steerline.service.conversation import (
     SUBMIT_MODES,
     Acceptance,
-    Conversation,
     check_message_size,
     check_submit_mode,
 )
-from steerline.service.service import ConversationNotFoundError
+from steerline.service.service import ConversationHandle, ConversationNotFoundError
 from steerline.transports.framing import choose_framing
 from steerline.transports.http_stream import LogStreamResponse
 from steerline.transports.tail import EndReason, LogTail, StreamPlan
@@ -154,7 +153,7 @@ def _stream(
     request: Request,
     state: ServerState,
     tenant_name: str,
-    conv: Conversation,
+    conv: ConversationHandle,
     plan: StreamPlan,
     on_disconnect: str,
 ) -> StreamingEndpoint:
@@ -180,7 +179,7 @@ def _stream(
 
     def disconnected() -> None:
         if on_disconnect == "cancel" and conv.busy:
-            conv.agent.abort()
+            conv.abort_soon()
 
     return StreamingEndpoint(
         LogStreamResponse(tail, kind, on_disconnect=disconnected, on_close=closed),
@@ -192,13 +191,13 @@ async def _exists(state: ServerState, tenant_name: str, conversation_id: str | N
     if conversation_id is None:
         return False
     try:
-        await state.conversations.get(tenant_name, conversation_id)
+        await state.conversations.open(tenant_name, conversation_id)
     except ConversationNotFoundError:
         return False
     return True
 
 
-async def _check_resume_point(state: ServerState, conv: Conversation, after: int) -> None:
+async def _check_resume_point(state: ServerState, conv: ConversationHandle, after: int) -> None:
     """409 for an id older than the retained log, 400 for one not yet written."""
     oldest = await state.log.oldest_seq(conv.id)
     if oldest and after + 1 < oldest:
@@ -212,7 +211,9 @@ async def _check_resume_point(state: ServerState, conv: Conversation, after: int
         raise HTTPError(400, "invalid_event_id", f"no event {after} in this conversation")
 
 
-def _join_plan(state: ServerState, conv: Conversation, after: int, follow: bool) -> StreamPlan:
+def _join_plan(
+    state: ServerState, conv: ConversationHandle, after: int, follow: bool
+) -> StreamPlan:
     """Joining a conversation: to the ``done`` still to come, or what is there.
 
     Between a run's ``done`` and the next run (or idleness) the record still
@@ -229,7 +230,7 @@ def _join_plan(state: ServerState, conv: Conversation, after: int, follow: bool)
 
 
 def _message_plan(
-    state: ServerState, conv: Conversation, acceptance: Acceptance, after: int
+    state: ServerState, conv: ConversationHandle, acceptance: Acceptance, after: int
 ) -> StreamPlan:
     """A message's response: from its accepting event to the done of its run.
 

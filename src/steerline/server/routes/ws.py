@@ -25,7 +25,7 @@ async def websocket(websocket: WebSocket, conversation_id: str) -> None:
         )
         state.gate.check_rate(tenant_name)
         check_conversation_id(conversation_id)
-        conv = await state.conversations.get(tenant_name, conversation_id)
+        conv = await state.conversations.open(tenant_name, conversation_id)
         release = state.gate.open_stream(tenant_name)
     except SteerlineError as exc:
         code = _CLOSE_CODES.get(exc.code, 4403)

@@ -1,0 +1,368 @@
+"""Conversations run by another process (a shared ``redis://`` store).
+
+Each conversation is run by the process holding its lease (SPEC §4). A
+request that reaches another process is served there all the same (no
+sticky sessions): reads come from the shared log, and a command (prompt,
+steer, follow-up, abort, a queue edit) becomes a *control request* in the
+conversation's control stream, which the lease holder reads with the log,
+runs through the same command set as a local request, and answers once
+its effects are written. The caller gets the same answer, with the same
+errors, as the holder's own clients.
+
+Why forward rather than let every process change the queue: the inbox's
+rules (lanes, priorities, modes, dedup window, the steer a run is about to
+take) live in one place, the runtime of the holder, so a hand-over can
+neither lose nor double-deliver a message; the store fences the holder's
+writes, so a dead or stale holder changes nothing after its lease is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from steerline.core import errors
+from steerline.core.errors import SteerlineError, StorageUnavailableError
+from steerline.core.messages import UserContent
+from steerline.log.base import ConversationRecord, EventLog, RetentionError
+from steerline.log.shared import ControlRequest, NotHeldError, SharedLog
+from steerline.runtime.inbox import Lane
+from steerline.service.commands import (
+    Accepted,
+    Command,
+    Modes,
+    QueueChanged,
+    QueueView,
+    Result,
+    Started,
+)
+from steerline.service.conversation import Acceptance, SubmitMode
+from steerline.service.state import QUEUE_ITEMS, decode_queued
+from steerline.wire.envelope import EventName
+
+if TYPE_CHECKING:
+    from steerline.service.service import ConversationService
+
+logger = logging.getLogger("steerline.service")
+
+
+# -- the control protocol --------------------------------------------------------
+class SubmitCall(msgspec.Struct, kw_only=True, tag="submit"):
+    content: str | list[dict[str, Any]]
+    mode: str
+    message_id: str | None
+    priority: int
+    start_if_idle: bool
+    fresh: bool
+    expected_run_id: str | None
+
+
+class ExecuteCall(msgspec.Struct, kw_only=True, tag="execute"):
+    command: Command
+    auto_continue: bool
+
+
+class AbortCall(msgspec.Struct, kw_only=True, tag="abort"):
+    pass
+
+
+Call = SubmitCall | ExecuteCall | AbortCall
+
+
+class AcceptanceReply(msgspec.Struct, kw_only=True, tag="acceptance"):
+    message_id: str
+    duplicate: bool
+    run_id: str | None
+    after: int
+    start_run_id: str | None
+    queued: bool
+    position: int
+    lane: Lane | None
+
+
+class ResultReply(msgspec.Struct, kw_only=True, tag="result"):
+    kind: Literal["accepted", "queue", "modes", "started"]
+    accepted: Accepted | None = None
+    queue: QueueChanged | None = None
+    modes: Modes | None = None
+    started: Started | None = None
+
+
+class ErrorReply(msgspec.Struct, kw_only=True, tag="error"):
+    code: str
+    message: str
+    expected: str | None = None
+    actual: str | None = None
+
+
+class DoneReply(msgspec.Struct, kw_only=True, tag="done"):
+    pass
+
+
+Reply = AcceptanceReply | ResultReply | ErrorReply | DoneReply
+
+_call_encoder = msgspec.json.Encoder()
+_call_decoder = msgspec.json.Decoder(Call)
+_reply_decoder = msgspec.json.Decoder(Reply)
+
+
+def _result_reply(result: Result) -> ResultReply:
+    if isinstance(result, Accepted):
+        return ResultReply(kind="accepted", accepted=result)
+    if isinstance(result, QueueChanged):
+        return ResultReply(kind="queue", queue=result)
+    if isinstance(result, Modes):
+        return ResultReply(kind="modes", modes=result)
+    return ResultReply(kind="started", started=result)
+
+
+def _result_of(reply: ResultReply) -> Result:
+    result = reply.accepted or reply.queue or reply.modes or reply.started
+    if result is None:
+        raise StorageUnavailableError("the conversation's server sent an empty answer")
+    return result
+
+
+def _error_class(code: str) -> type[SteerlineError]:
+    for value in vars(errors).values():
+        if isinstance(value, type) and issubclass(value, SteerlineError) and value.code == code:
+            return value
+    return SteerlineError
+
+
+def _raise(reply: ErrorReply) -> None:
+    cls = _error_class(reply.code)
+    if cls is errors.RunMismatchError:
+        raise errors.RunMismatchError(
+            reply.message, expected=reply.expected or "", actual=reply.actual
+        )
+    try:
+        error = cls(reply.message)
+    except TypeError:
+        error = SteerlineError(reply.message)
+        error.code = reply.code
+    raise error
+
+
+def _error_reply(error: SteerlineError) -> ErrorReply:
+    expected = getattr(error, "expected", None)
+    actual = getattr(error, "actual", None)
+    return ErrorReply(
+        code=error.code,
+        message=str(error),
+        expected=expected if isinstance(expected, str) else None,
+        actual=actual if isinstance(actual, str) else None,
+    )
+
+
+# -- the holder's side -----------------------------------------------------------
+async def serve_control(service: ConversationService, request: ControlRequest) -> None:
+    """Run one control request on the conversation held here and answer it."""
+    shared = service.shared
+    assert shared is not None
+    reply: Reply
+    try:
+        call = _call_decoder.decode(request.body)
+        conversation = await service.get_held(request.conversation_id)
+        if isinstance(call, SubmitCall):
+            acceptance = await conversation.submit(
+                call.content,  # type: ignore[arg-type]
+                mode=call.mode,  # type: ignore[arg-type]
+                message_id=call.message_id,
+                priority=call.priority,
+                start_if_idle=call.start_if_idle,
+                fresh=call.fresh,
+                expected_run_id=call.expected_run_id,
+            )
+            reply = AcceptanceReply(
+                message_id=acceptance.message_id,
+                duplicate=acceptance.duplicate,
+                run_id=acceptance.run_id,
+                after=acceptance.after,
+                start_run_id=acceptance.start_run_id,
+                queued=acceptance.queued,
+                position=acceptance.position,
+                lane=acceptance.lane,
+            )
+        elif isinstance(call, ExecuteCall):
+            result = await conversation.execute(call.command, auto_continue=call.auto_continue)
+            reply = _result_reply(result)
+        else:
+            if conversation.busy:
+                conversation.agent.abort()
+            reply = DoneReply()
+    except SteerlineError as error:
+        reply = _error_reply(error)
+    except msgspec.DecodeError as error:
+        reply = ErrorReply(code="invalid_value", message=f"bad control request: {error}")
+    await shared.reply(request, _call_encoder.encode(reply))
+
+
+# -- the caller's side -----------------------------------------------------------
+class RemoteConversation:
+    """A conversation whose lease another process holds, seen from here.
+
+    Offers what the routes use of :class:`Conversation`: its status and
+    stream plans come from the shared record and log, its commands go to
+    the holder. Built per request (cheap), so what it says is fresh.
+    """
+
+    def __init__(
+        self,
+        service: ConversationService,
+        record: ConversationRecord,
+        queue: QueueView,
+        pending_run_id: str | None,
+    ) -> None:
+        self._service = service
+        self.record = record
+        self._queue = queue
+        self.pending_run_id = pending_run_id
+        self.viewers = 0
+        self.unloaded = False
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def busy(self) -> bool:
+        return self.pending_run_id is not None
+
+    @property
+    def last_seq(self) -> int:
+        return self._service.log.committed_seq(self.id)
+
+    def touch(self) -> None:
+        return None
+
+    def attach(self) -> Callable[[], None]:
+        self.viewers += 1
+
+        def detach() -> None:
+            self.viewers = max(0, self.viewers - 1)
+
+        return detach
+
+    def abort_soon(self) -> None:
+        """Ask the holder to abort (a client left with ``on_disconnect=cancel``)."""
+
+        async def abort() -> None:
+            await self._call(AbortCall())
+
+        self._service.spawn(abort)
+
+    def status(self) -> dict[str, object]:
+        record = self.record
+        return {
+            "conversation_id": self.id,
+            "agent_name": record.agent_name,
+            "status": "running" if self.busy else "idle",
+            "active_run_id": self.pending_run_id,
+            "queue": {
+                "steering": msgspec.to_builtins(self._queue.steering),
+                "follow_up": msgspec.to_builtins(self._queue.follow_up),
+            },
+            "steering_mode": record.steering_mode,
+            "follow_up_mode": record.follow_up_mode,
+            "steering_policy": record.steering_policy,
+            "last_seq": self.last_seq,
+            "created_at": record.created_at,
+        }
+
+    async def submit(
+        self,
+        content: str | list[UserContent],
+        *,
+        mode: SubmitMode = "auto",
+        message_id: str | None = None,
+        priority: int = 0,
+        start_if_idle: bool = True,
+        fresh: bool = False,
+        expected_run_id: str | None = None,
+    ) -> Acceptance:
+        call = SubmitCall(
+            content=content if isinstance(content, str) else msgspec.to_builtins(content),
+            mode=mode,
+            message_id=message_id,
+            priority=priority,
+            start_if_idle=start_if_idle,
+            fresh=fresh,
+            expected_run_id=expected_run_id,
+        )
+        reply = await self._call(call)
+        if not isinstance(reply, AcceptanceReply):
+            raise StorageUnavailableError("the conversation's server sent an unexpected answer")
+        if reply.run_id is not None and not reply.queued:
+            self.pending_run_id = reply.run_id
+        return Acceptance(
+            self.id,
+            reply.message_id,
+            duplicate=reply.duplicate,
+            run_id=reply.run_id,
+            after=reply.after,
+            start_run_id=reply.start_run_id,
+            queued=reply.queued,
+            position=reply.position,
+            lane=reply.lane,
+        )
+
+    async def execute(self, command: Command, *, auto_continue: bool) -> Result:
+        reply = await self._call(ExecuteCall(command=command, auto_continue=auto_continue))
+        if not isinstance(reply, ResultReply):
+            raise StorageUnavailableError("the conversation's server sent an unexpected answer")
+        return _result_of(reply)
+
+    async def _call(self, call: Call) -> Reply:
+        shared = self._service.shared
+        assert shared is not None
+        try:
+            raw = await shared.send_control(
+                self.id, _call_encoder.encode(call), self._service.control_patience
+            )
+        except NotHeldError:
+            raise StorageUnavailableError(
+                "the conversation's server just let it go; retry the request"
+            ) from None
+        except TimeoutError:
+            raise StorageUnavailableError(
+                "the server running this conversation did not answer in time; retry the "
+                "request (with the same message_id it is not delivered twice)"
+            ) from None
+        reply = _reply_decoder.decode(raw)
+        if isinstance(reply, ErrorReply):
+            _raise(reply)
+        return reply
+
+
+async def remote_view(
+    service: ConversationService, record: ConversationRecord
+) -> RemoteConversation:
+    """A fresh :class:`RemoteConversation` (its queue and pending run read now)."""
+    log = service.log
+    stored = [decode_queued(v) for _, v in await log.get_items(record.id, QUEUE_ITEMS)]
+    messages = sorted((s.message for s in stored), key=lambda m: m.sort_key())
+    queue = QueueView(
+        steering=[m.view() for m in messages if m.lane == "steering"],
+        follow_up=[m.view() for m in messages if m.lane == "follow_up"],
+    )
+    pending = record.active_run_id if record.status == "running" else None
+    if pending is not None and await _done_logged(log, record.id, pending):
+        pending = None  # its done is in the log; the record is about to say idle
+    return RemoteConversation(service, record, queue, pending)
+
+
+async def _done_logged(log: EventLog, conversation_id: str, run_id: str) -> bool:
+    head = log.committed_seq(conversation_id)
+    try:
+        recent = await log.read(conversation_id, max(head - 32, 0), 32)
+    except RetentionError:
+        recent = await log.read(conversation_id, await log.oldest_seq(conversation_id) - 1, 64)
+    return any(e.event == EventName.DONE and e.run_id == run_id for e in recent)
+
+
+def shared_log(log: EventLog) -> SharedLog | None:
+    return log if isinstance(log, SharedLog) else None

@@ -1,0 +1,227 @@
+"""Several ``steerline serve`` processes on one real ``redis-server`` (issue 13).
+
+Each test starts its own Redis on a free port and real server processes on
+it; clients talk to them over loopback like any client would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+
+from tests.redis_server import RedisServer
+from tests.server.clients import (
+    Envelope,
+    assert_contiguous,
+    client,
+    eventually,
+    names,
+    open_stream,
+    seqs,
+    text_of,
+)
+from tests.server.harness import Served
+
+pytestmark = pytest.mark.anyio
+
+TTL = 2.0
+"""Lease TTL of these tests' servers (seconds): a dead owner's run ends within it."""
+WORDS = " ".join(f"w{i}" for i in range(400))
+SLOW = f"/delay 15\n{WORDS}"
+"""A run that streams for about six seconds (a token every 15 ms)."""
+
+
+@pytest.fixture
+def processes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[Served]]:
+    started: list[Served] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+async def start(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, count: int
+) -> list[Served]:
+    store = f"{redis_server.url}?lease_ttl={TTL}"
+    new = [Served(None, tmp_path, store=store) for _ in range(count)]
+    processes.extend(new)
+    with anyio.fail_after(60):
+        for process in new:
+            await process.wait_ready()
+    return new
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with client() as http:
+        yield http
+
+
+def assert_once(events: list[Envelope]) -> None:
+    """Every seq once, in order, without a gap."""
+    assert_contiguous(events)
+    assert len(set(seqs(events))) == len(events)
+
+
+async def status(http: httpx2.AsyncClient, server: Served, cid: str) -> dict[str, object]:
+    response = await http.get(f"{server.api}/conversations/{cid}")
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def test_run_on_a_streams_on_b_steered_through_c(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """Must-show 1: start through A, stream from B, steer through C."""
+    a, b, c = await start(processes, redis_server, tmp_path, 3)
+    async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": SLOW}) as run:
+        started = await run.until("message_chunk")
+        cid = started[0]["data"]["conversation_id"]
+        async with open_stream(http, "GET", f"{b.api}/conversations/{cid}/stream") as view:
+            await view.until("message_chunk")
+            response = await http.post(
+                f"{c.api}/conversations/{cid}/messages",
+                json={"content": "turn left", "mode": "steer", "id": "steer-1"},
+            )
+            assert response.status_code == 202, response.text
+            assert response.json()["queued"] is True
+            seen_by_b = await view.rest()
+        seen_by_a = started + await run.rest()
+    for events in (seen_by_a, seen_by_b):
+        assert events[-1]["event"] == "done"
+        assert_once(events)
+    # the steer landed in the run: delivered as its own thread, answered after
+    threads = [e for e in seen_by_b if e["event"] == "thread_started"]
+    assert [t["data"]["metadata"].get("message_id") for t in threads][-1] == "steer-1"
+    assert "turn left" in text_of(seen_by_b) or names(seen_by_b).count("task_started") == 1
+    # B saw the same events A did, from where it joined
+    by_seq = {e["seq"]: e for e in seen_by_a}
+    assert all(by_seq[e["seq"]] == e for e in seen_by_b)
+    # and nothing is delivered twice: the steer once
+    log = await read_all(http, c, cid)
+    assert_once(log)
+    delivered = [
+        e["data"]["metadata"].get("message_id") for e in log if e["event"] == "thread_started"
+    ]
+    assert delivered.count("steer-1") == 1
+
+
+async def read_all(http: httpx2.AsyncClient, server: Served, cid: str) -> list[Envelope]:
+    async with open_stream(
+        http, "GET", f"{server.api}/conversations/{cid}/stream", headers={"Last-Event-ID": "0"}
+    ) as stream:
+        return await stream.rest()
+
+
+async def test_a_stream_from_a_continues_exactly_on_b(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """Must-show 2: reconnect to another process with ``Last-Event-ID``."""
+    a, b = await start(processes, redis_server, tmp_path, 2)
+    async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": SLOW}) as run:
+        first = await run.take(40)
+    cid = first[0]["data"]["conversation_id"]
+    last = first[-1]["seq"]
+    async with open_stream(
+        http,
+        "GET",
+        f"{b.api}/conversations/{cid}/stream",
+        headers={"Last-Event-ID": str(last)},
+    ) as resumed:
+        rest = await resumed.rest()
+    assert rest[0]["seq"] == last + 1
+    assert rest[-1]["event"] == "done"
+    assert_once(first + rest)
+    assert first + rest == await read_all(http, a, cid)
+
+
+async def test_the_owners_death_ends_its_run_once_and_keeps_the_queue(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """Must-show 3: SIGKILL the owner mid-run with a follow-up queued."""
+    a, b, c = await start(processes, redis_server, tmp_path, 3)
+    async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": SLOW}) as run:
+        started = await run.until("message_chunk")
+        cid = started[0]["data"]["conversation_id"]
+        run_id = started[0]["data"].get("task_id") or next(
+            e["data"]["task_id"] for e in started if e["event"] == "task_started"
+        )
+        queued = await http.post(
+            f"{b.api}/conversations/{cid}/messages",
+            json={"content": "and then?", "mode": "follow_up", "id": "later"},
+        )
+        assert queued.status_code == 202, queued.text
+        a.kill()
+    with anyio.fail_after(TTL * 5):
+        # a viewer of B waits for the run's end, which another process writes
+        async with open_stream(http, "GET", f"{b.api}/conversations/{cid}/stream") as view:
+            ending = await view.rest(within=TTL * 5)
+    assert names(ending)[-3:] == ["system_failed", "task_failed", "done"]
+    log = await read_all(http, c, cid)
+    assert_once(log)
+    assert names(log).count("done") == 1, "the dead run ended exactly once"
+    assert [e["data"].get("task_id") for e in log if e["event"] == "task_started"] == [run_id]
+    state = await status(http, c, cid)
+    assert state["status"] == "idle"
+    follow_up = state["queue"]["follow_up"]  # type: ignore[index]
+    assert [m["id"] for m in follow_up] == ["later"], "the follow-up is still queued"
+    # a new prompt through any process is served; the killed run never runs again
+    async with open_stream(
+        http,
+        "POST",
+        f"{c.api}/agents/stream",
+        json={"query": "new question", "conversation_id": cid},
+    ) as fresh:
+        answer = await fresh.rest()
+    assert answer[-1]["event"] == "done"
+    log = await read_all(http, b, cid)
+    assert_once(log)
+    started_runs = [e["data"]["task_id"] for e in log if e["event"] == "task_started"]
+    assert started_runs[0] == run_id and run_id not in started_runs[1:]
+
+
+async def test_one_message_id_sent_to_two_processes_is_delivered_once(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """Must-show 5: the same ``message_id`` through two processes at once."""
+    a, b = await start(processes, redis_server, tmp_path, 2)
+    async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": "hi"}) as s:
+        events = await s.rest()
+    cid = events[0]["data"]["conversation_id"]
+    for round_ in range(5):
+        message_id = f"twice-{round_}"
+        replies: list[httpx2.Response] = []
+
+        async def send(
+            server: Served, message_id: str = message_id, replies: list[httpx2.Response] = replies
+        ) -> None:
+            replies.append(
+                await http.post(
+                    f"{server.api}/conversations/{cid}/messages",
+                    json={"content": f"once {message_id}", "id": message_id},
+                )
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, a)
+            tg.start_soon(send, b)
+        assert sorted(r.status_code for r in replies) == [202, 202], [r.text for r in replies]
+        assert sorted(r.json()["duplicate"] for r in replies) == [False, True]
+
+        async def idle() -> bool:
+            return (await status(http, a, cid))["status"] == "idle"
+
+        await eventually(idle, what="the conversation idle again")
+    log = await read_all(http, b, cid)
+    assert_once(log)
+    delivered = [
+        e["data"]["metadata"].get("message_id") for e in log if e["event"] == "thread_started"
+    ]
+    assert sorted(d for d in delivered if d and d.startswith("twice-")) == [
+        f"twice-{i}" for i in range(5)
+    ]
