@@ -225,3 +225,41 @@ async def test_one_message_id_sent_to_two_processes_is_delivered_once(
     assert sorted(d for d in delivered if d and d.startswith("twice-")) == [
         f"twice-{i}" for i in range(5)
     ]
+
+
+async def test_a_redis_restart_while_idle_is_ridden_out(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """Must-show 4: Redis restarted (AOF) while idle; the processes reconnect
+    by themselves and serve, and the old log is still readable. While Redis
+    is down, requests get a clear 503 (never a hang)."""
+    a, b = await start(processes, redis_server, tmp_path, 2)
+    async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": "hi"}) as s:
+        before = await s.rest()
+    cid = before[0]["data"]["conversation_id"]
+    redis_server.stop()
+    with anyio.fail_after(30):
+        down = await http.get(f"{b.api}/conversations/{cid}")
+    assert down.status_code == 503, down.text
+    assert down.json()["error"]["code"] == "storage_unavailable", down.text
+    redis_server.start()
+
+    async def serving() -> bool:
+        response = await http.get(f"{b.api}/conversations/{cid}")
+        return response.status_code == 200
+
+    await eventually(serving, what="the processes serving again", within=30)
+    assert await read_all(http, b, cid) == before
+    for server in (a, b):
+        async with open_stream(
+            http,
+            "POST",
+            f"{server.api}/agents/stream",
+            json={"query": "again", "conversation_id": cid},
+        ) as s:
+            answer = await s.rest()
+        assert answer[-1]["event"] == "done"
+    log = await read_all(http, a, cid)
+    assert_once(log)
+    assert log[: len(before)] == before
+    assert names(log).count("done") == 3

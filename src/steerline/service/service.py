@@ -89,7 +89,10 @@ class ConversationService:
         self.log = log
         self.registry = registry or AgentRegistry()
         self.limits = limits or ServiceLimits()
-        self.owner = owner or default_owner()
+        self.shared = shared_log(log)
+        """The coordination of a store shared by several processes (``redis://``)."""
+        # with a shared store, the lease values name the process: one id for both
+        self.owner = owner or (self.shared.owner if self.shared else default_owner())
         self._live: OrderedDict[str, Conversation] = OrderedDict()
         """Loaded conversations, least recently used first."""
         self._loading: dict[str, anyio.Lock] = {}
@@ -98,8 +101,6 @@ class ConversationService:
         self._group: TaskGroup | None = None
         self.shutting_down = anyio.Event()
         self.runs_started = 0
-        self.shared = shared_log(log)
-        """The coordination of a store shared by several processes (``redis://``)."""
         self.control_patience = (
             max(5.0, 1.5 * self.shared.lease_ttl) if self.shared is not None else 0.0
         )

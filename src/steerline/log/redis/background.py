@@ -91,14 +91,21 @@ class Reader:
 
     async def _read_forever(self) -> None:
         delay = 0.05
+        failing = False
         while not self._stopping:
             streams: dict[str, bytes] = {self._own: self._cursor}
             streams.update(self._log.streams_to_read())
             try:
+                if failing:
+                    # back: say so before blocking (an idle XREAD returns late)
+                    await self._client.ping()
+                    failing = False
+                    self._log.reachable_again()
                 replies = await self._client.xread(streams, count=1000, block=BLOCK_MS)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 logger.warning("Redis reader: %s; retrying in %.2fs", exc, delay)
-                self._log._set_available(False)
+                failing = True
+                self._log.unreachable()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue

@@ -95,7 +95,7 @@ class RedisOptions:
         if parts.scheme not in ("redis", "rediss"):
             raise InvalidValueError(f"not a redis URL: {url!r}")
         options: dict[str, Any] = {}
-        for name, value in parse_qsl(parts.query):
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name == "lease_ttl":
                 try:
                     ttl = float(value)
@@ -275,6 +275,15 @@ class RedisEventLog(EventLog, SharedLog):
             logger.error("Redis is unreachable; writes wait and requests get 503")
             for local in self._locals.values():
                 local.tail.wake()  # viewers end with a resume hint
+
+    def unreachable(self) -> None:
+        """The reader lost Redis: requests get 503 and viewers a resume hint."""
+        self._set_available(False)
+
+    def reachable_again(self) -> None:
+        """The reader reached Redis again (writes waiting, if any, go out now)."""
+        self._set_available(True)
+        self._dirty.set()
 
     async def _call(self, operation: Awaitable[T]) -> T:
         """Run a request; an unreachable Redis is a ``StorageUnavailableError``."""

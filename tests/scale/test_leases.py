@@ -1,0 +1,172 @@
+"""Leases and fencing on a real ``redis-server``, two services in one test
+process standing for two server processes (each its own owner id, its own
+connections, its own background tasks)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+import pytest
+
+from steerline.core.errors import InvalidValueError, StorageUnavailableError
+from steerline.demo import demo_agent
+from steerline.log.base import LogSettings
+from steerline.log.redis import RedisEventLog
+from steerline.log.shared import LeaseState
+from steerline.service.agents import AgentRegistry, AgentSpec
+from steerline.service.conversation import Conversation
+from steerline.service.service import ConversationService
+from steerline.tools.base import tool
+from steerline.wire.envelope import EventName
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+TTL = 1.0
+
+
+@tool
+def block_worker(seconds: float) -> str:
+    """Block the worker thread it runs in (a synchronous tool doing blocking I/O).
+
+    Args:
+        seconds: How long to block.
+    """
+    time.sleep(seconds)
+    return "unblocked"
+
+
+@tool
+async def block_loop(seconds: float) -> str:
+    """Block the event loop itself (a badly written async tool).
+
+    Args:
+        seconds: How long to block.
+    """
+    time.sleep(seconds)
+    return "unblocked"
+
+
+def registry() -> AgentRegistry:
+    def build() -> object:
+        return demo_agent(tools=[block_worker, block_loop])
+
+    return AgentRegistry([AgentSpec(name="blocking", build=build)])  # type: ignore[arg-type]
+
+
+Services = Callable[[], "anyio.abc.AsyncResource"]
+
+
+@pytest.fixture
+async def services(redis_url: str) -> AsyncIterator[Callable[[], object]]:
+    async with AsyncExitStack() as stack:
+
+        async def make() -> ConversationService:
+            log = RedisEventLog(f"{redis_url}?lease_ttl={TTL}")
+            service = ConversationService(log, registry())
+            return await stack.enter_async_context(service)
+
+        yield make
+
+
+async def events_of(service: ConversationService, cid: str) -> list[str]:
+    await service.log.flush()
+    stored = await service.log.read(cid, 0, 10_000)
+    return [e.event for e in stored]
+
+
+async def wait_idle(conversation: Conversation, within: float = 15) -> None:
+    with anyio.fail_after(within):
+        while conversation.busy:
+            await conversation.idle.wait()
+
+
+@pytest.mark.parametrize("tool_name", ["block_worker", "block_loop"])
+async def test_a_tool_blocking_longer_than_the_lease_ttl_keeps_the_lease(
+    services: Callable[[], object], tool_name: str
+) -> None:
+    """Must-show 6: renewals come from a thread of their own, so neither a
+    tool blocking its worker nor one blocking the event loop starves them."""
+    a: ConversationService = await services()  # type: ignore[misc]
+    b: ConversationService = await services()  # type: ignore[misc]
+    conversation = await a.create("t", "blocking")
+    seconds = TTL * 3
+    await conversation.submit(f'/call {tool_name} {{"seconds": {seconds}}}')
+    await wait_idle(conversation)
+    # the other process never found the lease free, so never ended the run
+    assert await b.sweep() == 0
+    lease = await b.shared.acquire_lease(conversation.id)  # type: ignore[union-attr]
+    assert lease.state is LeaseState.HELD and lease.holder == a.owner
+    names = await events_of(a, conversation.id)
+    assert names.count(EventName.DONE) == 1
+    assert EventName.SYSTEM_FAILED not in names
+    assert names[-2:] == [EventName.TASK_COMPLETED, EventName.DONE]
+
+
+async def test_a_stale_owners_writes_are_refused_and_its_run_stopped(
+    services: Callable[[], object], redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lease taken over (here: deleted behind the owner's back, as an expiry
+    would) fences the old owner: its next write is refused, its run stops,
+    and the new owner ends the run once in the log."""
+    a: ConversationService = await services()  # type: ignore[misc]
+    b: ConversationService = await services()  # type: ignore[misc]
+    conversation = await a.create("t")
+    await conversation.submit('/call sleep {"seconds": 30}')
+    with anyio.fail_after(5):
+        while EventName.TOOL_CALL_STARTED not in await events_of(a, conversation.id):
+            await anyio.sleep(0.02)
+    log_b = b.log
+    assert isinstance(log_b, RedisEventLog)
+    # the lease vanishes (as when renewals could not reach Redis for a TTL)
+    await log_b.redis.delete(log_b.keys.conversation(conversation.id).lease)
+    assert await b.sweep() == 1  # b takes it over and ends the run
+    with caplog.at_level(logging.WARNING, "steerline"):
+        await wait_idle(conversation, within=TTL * 4)  # a learns and stops its run
+    names = await events_of(b, conversation.id)
+    assert names.count(EventName.DONE) == 1
+    assert names[-3:] == [EventName.SYSTEM_FAILED, EventName.TASK_FAILED, EventName.DONE]
+    assert a.shared is not None and not a.shared.holds(conversation.id)
+    # a's abort could write nothing after b's end: the log ends with b's done
+    await anyio.sleep(0)  # (nothing to wait for: a's writes are refused, not delayed)
+    assert (await events_of(b, conversation.id))[-1] == EventName.DONE
+
+
+async def test_a_redis_that_may_evict_keys_is_refused(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "lru", maxmemory_policy="allkeys-lru") as server:
+        log = RedisEventLog(server.url)
+        with pytest.raises(InvalidValueError, match="noeviction"):
+            await log.open()
+
+
+async def test_a_redis_without_aof_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with RedisServer(tmp_path / "noaof", appendonly=False) as server:
+        log = RedisEventLog(server.url)
+        with caplog.at_level(logging.WARNING, "steerline"):
+            await log.open()
+        await log.close()
+    assert any("without AOF" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_unreachable_redis_is_a_clear_error() -> None:
+    from tests.server.harness import free_port
+
+    log = RedisEventLog(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(StorageUnavailableError, match="cannot reach Redis"):
+        await log.open()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["lease_ttl=0", "lease_ttl=abc", "prefix=", "prefix=a{b}", "colour=blue"],
+)
+def test_bad_url_options_are_refused(query: str) -> None:
+    with pytest.raises(InvalidValueError):
+        RedisEventLog(f"redis://127.0.0.1:6379/0?{query}", LogSettings())
