@@ -6,6 +6,7 @@ it; clients talk to them over loopback like any client would.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.server.clients import (
     client,
     eventually,
     names,
+    open_socket,
     open_stream,
     seqs,
     text_of,
@@ -263,3 +265,57 @@ async def test_a_redis_restart_while_idle_is_ridden_out(
     assert_once(log)
     assert log[: len(before)] == before
     assert names(log).count("done") == 3
+
+
+async def test_a_websocket_on_another_process_steers_and_edits_the_queue(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """The command set through a WebSocket on a process that does not run the
+    conversation (forwarded to the one that does), and queue edits through a
+    third: each answered as the owner's own clients would be."""
+    a, b, c = await start(processes, redis_server, tmp_path, 3)
+    async with open_stream(
+        http, "POST", f"{a.api}/agents/stream", json={"query": '/call sleep {"seconds": 30}'}
+    ) as run:
+        started = await run.until("tool_call_started")
+        cid = started[0]["data"]["conversation_id"]
+        async with open_socket(b, cid) as socket:  # type: ignore[arg-type]
+            ack = await socket.request(
+                {"type": "follow_up", "request_id": "f", "content": "first draft", "id": "q1"}
+            )
+            assert ack["type"] == "ack", ack
+            edited = await http.patch(
+                f"{c.api}/conversations/{cid}/queue/q1", json={"content": "second draft"}
+            )
+            assert edited.status_code == 200, edited.text
+            missing = await http.patch(
+                f"{c.api}/conversations/{cid}/queue/nope", json={"content": "x"}
+            )
+            assert missing.status_code == 404, missing.text
+            steer = await socket.request(
+                {
+                    "type": "steer",
+                    "request_id": "s",
+                    "content": "stop waiting",
+                    "id": "s1",
+                    "interrupt": True,  # the tool is cancelled, the steer goes next
+                }
+            )
+            assert steer["type"] == "ack", steer
+            events = await socket.until(
+                lambda e: (
+                    e["event"] == "thread_started"
+                    and e["data"]["metadata"].get("message_id") == "s1"
+                ),
+                within=15,
+            )
+        rest = await run.rest()
+    assert rest[-1]["event"] == "done"
+    assert events
+    # the follow-up, edited through C, was delivered once, as edited
+    log = await read_all(http, b, cid)
+    assert_once(log)
+    delivered = [e for e in log if e["event"] == "thread_started"]
+    assert [d["data"]["metadata"].get("message_id") for d in delivered][1:] == ["s1", "q1"]
+    raw = json.dumps(log)
+    assert "second draft" in raw and "first draft" not in raw.split('"s1"')[-1]
