@@ -7,6 +7,7 @@ it; clients talk to them over loopback like any client would.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tests.server.clients import (
     seqs,
     text_of,
 )
-from tests.server.harness import Served
+from tests.server.harness import Served, free_port, steerline_script
 
 pytestmark = pytest.mark.anyio
 
@@ -319,3 +320,18 @@ async def test_a_websocket_on_another_process_steers_and_edits_the_queue(
     assert [d["data"]["metadata"].get("message_id") for d in delivered][1:] == ["s1", "q1"]
     raw = json.dumps(log)
     assert "second draft" in raw and "first draft" not in raw.split('"s1"')[-1]
+
+
+def test_serve_refuses_a_redis_that_may_evict_keys(tmp_path: Path) -> None:
+    """Checked before the server starts: exit 2 and a clear message."""
+    with RedisServer(tmp_path / "lru", maxmemory_policy="allkeys-lru") as lru:
+        done = subprocess.run(
+            [steerline_script(), "serve", "--port", str(free_port()), "--store", lru.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 2, done.stderr
+    assert "maxmemory-policy 'allkeys-lru'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -179,6 +179,24 @@ class RedisEventLog(EventLog, SharedLog):
         assert self._redis is not None, "open() the log first"
         return self._redis
 
+    def acquire(self) -> None:
+        """Before the server starts: check that Redis answers and may not
+        evict keys (a clear error and exit 2, not a failed start-up later).
+        Not exclusive: any number of processes share one Redis."""
+        import redis as sync_redis
+
+        client = sync_redis.Redis.from_url(
+            self.options.url, socket_connect_timeout=5, socket_timeout=10
+        )
+        try:
+            _refuse_eviction(self.options.url, _config(client, "maxmemory-policy"))
+        except TRANSIENT as exc:
+            raise StorageUnavailableError(
+                f"cannot reach Redis at {self.options.url}: {exc}"
+            ) from exc
+        finally:
+            client.close()
+
     async def open(self) -> None:
         self._redis = self._client(socket_timeout=10)
         try:
@@ -188,6 +206,9 @@ class RedisEventLog(EventLog, SharedLog):
             raise StorageUnavailableError(
                 f"cannot reach Redis at {self.options.url}: {exc}"
             ) from exc
+        except BaseException:
+            await self._redis.aclose()
+            raise
         self._scripts: dict[str, Any] = {
             name: self.redis.register_script(getattr(scripts, name))
             for name in ("CREATE", "ACQUIRE", "RELEASE", "SEND_CONTROL", "COMMIT", "DELETE")
@@ -219,12 +240,7 @@ class RedisEventLog(EventLog, SharedLog):
                 "maxmemory-policy is noeviction and AOF persistence is on"
             )
             return
-        if policy is not None and policy != "noeviction":
-            await self.redis.aclose()
-            raise InvalidValueError(
-                f"Redis at {self.options.url} has maxmemory-policy {policy!r}: it may evict "
-                "conversation keys (losing logs and leases). Set maxmemory-policy noeviction."
-            )
+        _refuse_eviction(self.options.url, policy)
         if aof != "yes":
             logger.warning(
                 "Redis at %s runs without AOF persistence (appendonly no): a Redis restart "
@@ -856,6 +872,24 @@ class RedisEventLog(EventLog, SharedLog):
         if start < 0 or end < 0:
             return None
         return name[start + 1 : end], name[end + 2 :]
+
+
+def _config(client: Any, name: str) -> str | None:
+    try:
+        reply = client.config_get(name)
+        value = reply.get(name.encode(), reply.get(name))
+    except redis_errors.ResponseError:
+        return None  # CONFIG disabled: open() warns
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _refuse_eviction(url: str, policy: str | None) -> None:
+    """SPEC §4: a Redis that may evict keys would lose logs and leases silently."""
+    if policy is not None and policy != "noeviction":
+        raise InvalidValueError(
+            f"Redis at {url} has maxmemory-policy {policy!r}: it may evict conversation "
+            "keys (losing logs and leases). Set maxmemory-policy noeviction."
+        )
 
 
 def event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
