@@ -167,8 +167,20 @@ async def test_an_unreachable_redis_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["lease_ttl=0", "lease_ttl=abc", "prefix=", "prefix=a{b}", "colour=blue"],
+    [
+        "redis://127.0.0.1:6379/0?lease_ttl=0",
+        "redis://127.0.0.1:6379/0?lease_ttl=abc",
+        "redis://127.0.0.1:6379/0?lease_ttl=1e9",
+        "redis://127.0.0.1:6379/0?prefix=",
+        "redis://127.0.0.1:6379/0?prefix=a{b}",
+        "redis://127.0.0.1:6379/0?colour=blue",
+        "redis://",
+        "redis:///0",
+        "redis://127.0.0.1:abc/0",
+        "redis://127.0.0.1:6379/x",
+        "http://127.0.0.1:6379/0",
+    ],
 )
-def test_bad_url_options_are_refused(query: str) -> None:
+def test_bad_urls_are_refused(query: str) -> None:
     with pytest.raises(InvalidValueError):
-        RedisEventLog(f"redis://127.0.0.1:6379/0?{query}", LogSettings())
+        RedisEventLog(query, LogSettings())

@@ -94,6 +94,18 @@ class RedisOptions:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise InvalidValueError(f"not a redis URL: {url!r}")
+        try:
+            port = parts.port  # ValueError for a port that is not a number
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1 or port == 0:
+            raise InvalidValueError(
+                f"a redis URL needs a host and port: redis://host:6379/0, not {url!r}"
+            )
+        if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+            raise InvalidValueError(
+                f"the database of a redis URL is a number: redis://host:6379/0, not {url!r}"
+            )
         options: dict[str, Any] = {}
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name == "lease_ttl":
