@@ -227,10 +227,11 @@ async def test_checkpoints_run_in_the_background_not_in_commits(
                 conn.close()
 
         with anyio.fail_after(5):
-            while in_database_file() < 100:
+            # the checkpointer thread counts a checkpoint after it copied the
+            # pages back: the file may show the events a moment before the count
+            while in_database_file() < 100 or log.checkpoint_count < 1:
                 await anyio.lowlevel.checkpoint()
                 await anyio.to_thread.run_sync(time.sleep, 0.01)
-        assert log.checkpoint_count >= 1
         assert log.commit_count == commits  # no commit was needed for it
     finally:
         await log.close()
