@@ -19,8 +19,8 @@ writes, so a dead or stale holder changes nothing after its lease is gone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -39,12 +39,22 @@ from steerline.service.commands import (
     Result,
     Started,
 )
-from steerline.service.conversation import Acceptance, SubmitMode
+from steerline.service.conversation import Acceptance, Conversation, SubmitMode
 from steerline.service.state import QUEUE_ITEMS, decode_queued
 from steerline.wire.envelope import EventName
 
-if TYPE_CHECKING:
-    from steerline.service.service import ConversationService
+
+class Host(Protocol):
+    """What this module needs of the service (which imports this module)."""
+
+    log: EventLog
+    shared: SharedLog | None
+    control_patience: float
+
+    def spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
+
+    async def get_held(self, conversation_id: str) -> Conversation: ...
+
 
 logger = logging.getLogger("steerline.service")
 
@@ -159,7 +169,7 @@ def _error_reply(error: SteerlineError) -> ErrorReply:
 
 
 # -- the holder's side -----------------------------------------------------------
-async def serve_control(service: ConversationService, request: ControlRequest) -> None:
+async def serve_control(service: Host, request: ControlRequest) -> None:
     """Run one control request on the conversation held here and answer it."""
     shared = service.shared
     assert shared is not None
@@ -212,7 +222,7 @@ class RemoteConversation:
 
     def __init__(
         self,
-        service: ConversationService,
+        service: Host,
         record: ConversationRecord,
         queue: QueueView,
         pending_run_id: str | None,
@@ -338,9 +348,7 @@ class RemoteConversation:
         return reply
 
 
-async def remote_view(
-    service: ConversationService, record: ConversationRecord
-) -> RemoteConversation:
+async def remote_view(service: Host, record: ConversationRecord) -> RemoteConversation:
     """A fresh :class:`RemoteConversation` (its queue and pending run read now)."""
     log = service.log
     stored = [decode_queued(v) for _, v in await log.get_items(record.id, QUEUE_ITEMS)]

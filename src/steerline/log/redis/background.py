@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
@@ -30,7 +30,32 @@ import redis.exceptions as redis_errors
 from steerline.log.redis import scripts
 
 if TYPE_CHECKING:
-    from steerline.log.redis.store import RedisEventLog
+    from steerline.log.redis.keys import Keys
+
+
+class ReaderHost(Protocol):
+    """What the reader reads for and hands its entries to (the Redis log)."""
+
+    owner: str
+    keys: Keys
+
+    @property
+    def redis(self) -> Any: ...
+
+    def streams_to_read(self) -> dict[str, bytes]: ...
+
+    def local_for_stream(self, stream: bytes) -> tuple[str, str] | None: ...
+
+    def on_log_entries(self, conversation_id: str, entries: list[Any]) -> None: ...
+
+    def on_control_entries(self, conversation_id: str, entries: list[Any]) -> None: ...
+
+    def on_reply(self, fields: dict[bytes, bytes]) -> None: ...
+
+    def unreachable(self) -> None: ...
+
+    def reachable_again(self) -> None: ...
+
 
 logger = logging.getLogger("steerline.log.redis")
 
@@ -39,7 +64,7 @@ BLOCK_MS = 5000
 
 
 class Reader:
-    def __init__(self, log: RedisEventLog, client: aioredis.Redis) -> None:
+    def __init__(self, log: ReaderHost, client: aioredis.Redis) -> None:
         self._log = log
         self._client: Any = client  # redis-py's stubs type replies as ``bytes | str``
         self._own = log.keys.process(log.owner)

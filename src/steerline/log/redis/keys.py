@@ -54,6 +54,12 @@ class ConversationKeys:
     def collections(self) -> str:
         return f"{self.base}:colls"
 
+    @property
+    def fixed(self) -> list[str]:
+        """The keys every commit and delete script gets first, in this order:
+        record, log, state, lease, control, collections."""
+        return [self.record, self.log, self.state, self.lease, self.control, self.collections]
+
     def items(self, collection: str) -> tuple[str, str]:
         """The items hash and its insertion-order sorted set."""
         return f"{self.base}:items:{collection}", f"{self.base}:order:{collection}"

@@ -420,19 +420,7 @@ class RedisEventLog(EventLog, SharedLog):
         if raw is None:
             return False
         item_keys = [k for c in collections for k in keys.items(c.decode())]
-        deleted = await self._call(
-            self._scripts["DELETE"](
-                keys=[
-                    keys.record,
-                    keys.log,
-                    keys.state,
-                    keys.lease,
-                    keys.control,
-                    keys.collections,
-                    *item_keys,
-                ]
-            )
-        )
+        deleted = await self._call(self._scripts["DELETE"](keys=[*keys.fixed, *item_keys]))
         if not deleted:
             return False
         tenant = _record_decoder.decode(raw).tenant
@@ -635,14 +623,7 @@ class RedisEventLog(EventLog, SharedLog):
         retention = self.settings.retention_events or 0
         for cid, local, ops, _events, record in taken:
             keys = local.keys
-            script_keys = [
-                keys.record,
-                keys.log,
-                keys.state,
-                keys.lease,
-                keys.control,
-                keys.collections,
-            ]
+            script_keys = keys.fixed
             pairs: dict[str, int] = {}
             args: list[Any] = [local.lease or "", retention]
             for op in ops:
