@@ -223,6 +223,8 @@ class ConversationService:
             try:
                 return await self.create(tenant, agent_name, conversation_id), True
             except ConversationExistsError:
+                if await self.log.get_conversation(conversation_id) is None:
+                    raise  # a deleted id is never used again
                 # another process created it just now
                 return await self.open(tenant, conversation_id), False
         return await self.create(tenant, agent_name, conversation_id), True
