@@ -14,7 +14,7 @@ become leading lines of the next event's block, which every parser accepts
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 
 from steerline.log.base import StoredEvent
 
@@ -53,3 +53,49 @@ def choose_framing(accept: str | None) -> Framing:
     if accept and NDJSON_MEDIA_TYPE in accept and SSE_MEDIA_TYPE not in accept:
         return "ndjson"
     return "sse"
+
+
+class Encoder(Protocol):
+    """How a stream writes the log: the native SSE or NDJSON framing, or a
+    protocol view (Vercel AI SDK, AG-UI) that translates each batch."""
+
+    media_type: str
+
+    def prelude(self) -> bytes:
+        """Written once before the first event (SSE: the ``retry:`` hint)."""
+        ...
+
+    def events(self, batch: list[StoredEvent]) -> bytes: ...
+
+    def ping(self) -> bytes: ...
+
+    def hint(self, after: int) -> bytes: ...
+
+    def ending(self, complete: bool) -> bytes:
+        """Written last when the stream ends by its plan (``complete``) or
+        for another reason (shutdown, slow consumer, deleted, outage)."""
+        ...
+
+
+class NativeEncoder:
+    """The wire format of SPEC §3.3 as SSE or NDJSON."""
+
+    def __init__(self, kind: Framing, retry_ms: int) -> None:
+        self.kind = kind
+        self.media_type = SSE_MEDIA_TYPE if kind == "sse" else NDJSON_MEDIA_TYPE
+        self._retry_ms = retry_ms
+
+    def prelude(self) -> bytes:
+        return sse_retry(self._retry_ms) if self.kind == "sse" else b""
+
+    def events(self, batch: list[StoredEvent]) -> bytes:
+        return sse_events(batch) if self.kind == "sse" else ndjson_events(batch)
+
+    def ping(self) -> bytes:
+        return SSE_PING if self.kind == "sse" else NDJSON_PING
+
+    def hint(self, after: int) -> bytes:
+        return sse_hint(after) if self.kind == "sse" else ndjson_hint(after)
+
+    def ending(self, complete: bool) -> bytes:
+        return b""

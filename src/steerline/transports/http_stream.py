@@ -29,25 +29,24 @@ is logged at INFO (see :mod:`steerline.server.serving`)."""
 
 
 class _HttpSink:
-    def __init__(self, send: Send, kind: framing.Framing) -> None:
+    def __init__(self, send: Send, encoder: framing.Encoder) -> None:
         self._send = send
-        self._kind = kind
+        self._encoder = encoder
         self.events_sent = 0
 
-    async def _write(self, body: bytes) -> None:
-        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+    async def write(self, body: bytes) -> None:
+        if body:
+            await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def events(self, batch: list[StoredEvent]) -> None:
-        encode = framing.sse_events if self._kind == "sse" else framing.ndjson_events
-        await self._write(encode(batch))
+        await self.write(self._encoder.events(batch))
         self.events_sent += len(batch)
 
     async def ping(self) -> None:
-        await self._write(framing.SSE_PING if self._kind == "sse" else framing.NDJSON_PING)
+        await self.write(self._encoder.ping())
 
     async def hint(self, after: int) -> None:
-        hint = framing.sse_hint if self._kind == "sse" else framing.ndjson_hint
-        await self._write(hint(after))
+        await self.write(self._encoder.hint(after))
 
 
 class LogStreamResponse:
@@ -61,17 +60,19 @@ class LogStreamResponse:
         on_disconnect: Callable[[], None] | None = None,
         on_close: Callable[[EndReason, int], None] | None = None,
         headers: dict[str, str] | None = None,
+        encoder: framing.Encoder | None = None,
     ) -> None:
         self.tail = tail
         self.kind = kind
+        self.encoder = encoder or framing.NativeEncoder(kind, tail.settings.retry_ms)
+        """Native SSE/NDJSON, or a protocol view's translation of the log."""
         self.on_disconnect = on_disconnect
         self.on_close = on_close
         self.headers = headers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        media = framing.SSE_MEDIA_TYPE if self.kind == "sse" else framing.NDJSON_MEDIA_TYPE
         headers = {
-            "content-type": f"{media}; charset=utf-8",
+            "content-type": f"{self.encoder.media_type}; charset=utf-8",
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
             **self.headers,
@@ -83,7 +84,7 @@ class LogStreamResponse:
                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
             }
         )
-        sink = _HttpSink(send, self.kind)
+        sink = _HttpSink(send, self.encoder)
         reason = EndReason.DISCONNECTED
         disconnected = False
         # The client's disconnect is watched by one plain task (not a task
@@ -105,15 +106,9 @@ class LogStreamResponse:
         watcher = asyncio.get_running_loop().create_task(watch_disconnect())
         try:
             with streaming:
-                if self.kind == "sse":
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": framing.sse_retry(self.tail.settings.retry_ms),
-                            "more_body": True,
-                        }
-                    )
+                await sink.write(self.encoder.prelude())
                 reason = await self.tail.run(sink)
+                await sink.write(self.encoder.ending(reason is EndReason.COMPLETE))
         except OSError:
             disconnected = True
         finally:

@@ -5,13 +5,14 @@
 - :mod:`.conversations`: status, modes, list, delete, history
 - :mod:`.ops`: ``/agents``, ``/healthz``, ``/metrics``
 - :mod:`.ws`: the WebSocket of a conversation
+- :mod:`.vercel`, :mod:`.agui`: the Vercel AI SDK and AG-UI protocol views (SPEC §3.5)
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from steerline.server.routes import conversations, ops, queue, streams, ws
+from steerline.server.routes import agui, conversations, ops, queue, streams, vercel, ws
 
 ROUTERS: tuple[APIRouter, ...] = (
     streams.router,
@@ -19,6 +20,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     conversations.router,
     ops.router,
     ws.router,
+    vercel.router,
+    agui.router,
 )
 """Every router of the API, in the order ``create_app`` includes them (their
 routes carry the full path: each router's prefix is part of it)."""

@@ -30,7 +30,7 @@ from steerline.service.conversation import (
     check_submit_mode,
 )
 from steerline.service.service import ConversationHandle, ConversationNotFoundError
-from steerline.transports.framing import choose_framing
+from steerline.transports.framing import Encoder, choose_framing
 from steerline.transports.http_stream import LogStreamResponse
 from steerline.transports.tail import EndReason, LogTail, StreamPlan
 
@@ -106,10 +106,10 @@ async def agents_stream(
     if resume_from is not None and not created:
         # also with a new message_id: a point past the log's end would be waited
         # for forever
-        await _check_resume_point(state, conv, resume_from)
+        await check_resume_point(state, conv, resume_from)
         if body.message_id is None:  # a resume of the conversation's stream
-            plan = _join_plan(state, conv, resume_from, follow=False)
-            return _stream(request, state, tenant_name, conv, plan, on_disconnect)
+            plan = join_plan(state, conv, resume_from, follow=False)
+            return stream_response(request, state, tenant_name, conv, plan, on_disconnect)
     acceptance = await conv.submit(
         body.query,
         mode=mode,
@@ -119,8 +119,8 @@ async def agents_stream(
         fresh=created,
     )
     after = acceptance.after if resume_from is None else max(resume_from, acceptance.after)
-    plan = _message_plan(state, conv, acceptance, after)
-    return _stream(request, state, tenant_name, conv, plan, on_disconnect)
+    plan = message_plan(state, conv, acceptance, after)
+    return stream_response(request, state, tenant_name, conv, plan, on_disconnect)
 
 
 @router.get("/conversations/{conversation_id}/stream")
@@ -139,9 +139,9 @@ async def conversation_stream(
     if start is None:
         start = max(0, await state.log.oldest_seq(conv.id) - 1)
     else:
-        await _check_resume_point(state, conv, start)
-    plan = _join_plan(state, conv, start, follow)
-    return _stream(request, state, tenant_name, conv, plan, on_disconnect)
+        await check_resume_point(state, conv, start)
+    plan = join_plan(state, conv, start, follow)
+    return stream_response(request, state, tenant_name, conv, plan, on_disconnect)
 
 
 def _check_on_disconnect(value: str) -> None:
@@ -149,17 +149,21 @@ def _check_on_disconnect(value: str) -> None:
         raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
 
 
-def _stream(
+def stream_response(
     request: Request,
     state: ServerState,
     tenant_name: str,
     conv: ConversationHandle,
     plan: StreamPlan,
     on_disconnect: str,
+    encoder: Encoder | None = None,
+    headers: dict[str, str] | None = None,
 ) -> StreamingEndpoint:
-    """The response streaming ``plan`` of the conversation's log (SSE or NDJSON)."""
+    """The response streaming ``plan`` of the conversation's log: SSE or
+    NDJSON by ``Accept``, or ``encoder``'s protocol view (labelled SSE in the
+    metrics). Every stream holds one of the tenant's stream slots."""
     _check_on_disconnect(on_disconnect)
-    kind = choose_framing(request.headers.get("accept"))
+    kind = "sse" if encoder is not None else choose_framing(request.headers.get("accept"))
     release_slot = state.gate.open_stream(tenant_name)
     detach = conv.attach()
 
@@ -182,7 +186,14 @@ def _stream(
             conv.abort_soon()
 
     return StreamingEndpoint(
-        LogStreamResponse(tail, kind, on_disconnect=disconnected, on_close=closed),
+        LogStreamResponse(
+            tail,
+            kind,
+            on_disconnect=disconnected,
+            on_close=closed,
+            encoder=encoder,
+            headers=headers,
+        ),
         release,
     )
 
@@ -197,7 +208,7 @@ async def _exists(state: ServerState, tenant_name: str, conversation_id: str | N
     return True
 
 
-async def _check_resume_point(state: ServerState, conv: ConversationHandle, after: int) -> None:
+async def check_resume_point(state: ServerState, conv: ConversationHandle, after: int) -> None:
     """409 for an id older than the retained log, 400 for one not yet written."""
     oldest = await state.log.oldest_seq(conv.id)
     if oldest and after + 1 < oldest:
@@ -211,7 +222,7 @@ async def _check_resume_point(state: ServerState, conv: ConversationHandle, afte
         raise HTTPError(400, "invalid_event_id", f"no event {after} in this conversation")
 
 
-def _join_plan(
+def join_plan(
     state: ServerState, conv: ConversationHandle, after: int, follow: bool
 ) -> StreamPlan:
     """Joining a conversation: to the ``done`` still to come, or what is there.
@@ -229,7 +240,7 @@ def _join_plan(
     return StreamPlan(after=after, stop="caught_up", until_seq=until)
 
 
-def _message_plan(
+def message_plan(
     state: ServerState, conv: ConversationHandle, acceptance: Acceptance, after: int
 ) -> StreamPlan:
     """A message's response: from its accepting event to the done of its run.
