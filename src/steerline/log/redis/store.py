@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import msgspec
 import redis.asyncio as aioredis
@@ -49,6 +45,7 @@ from steerline.log.base import (
 from steerline.log.redis import scripts
 from steerline.log.redis.background import LeaseKeeper, Reader
 from steerline.log.redis.keys import ConversationKeys, Keys
+from steerline.log.redis.options import RedisOptions, default_owner
 from steerline.log.shared import (
     ControlHandler,
     ControlRequest,
@@ -67,7 +64,6 @@ TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 """Errors of an unreachable or restarting Redis (``BusyLoadingError`` is a
 ``ConnectionError``): retried by writers, answered 503 to requests."""
 
-DEFAULT_LEASE_TTL = 10.0
 MAX_CONTROL_WAITING = 1000
 """Control requests waiting for one conversation's lease holder; beyond, 503."""
 
@@ -75,57 +71,6 @@ _record_encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(ConversationRecord)
 
 Op = tuple[Any, ...]
-
-
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{new_id('proc')}"
-
-
-@dataclass(frozen=True, slots=True)
-class RedisOptions:
-    """What the URL's query may set: ``redis://host:6379/0?lease_ttl=10&prefix=steerline``."""
-
-    url: str
-    lease_ttl: float = DEFAULT_LEASE_TTL
-    prefix: str = "steerline"
-
-    @classmethod
-    def parse(cls, url: str) -> RedisOptions:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise InvalidValueError(f"not a redis URL: {url!r}")
-        try:
-            port = parts.port  # ValueError for a port that is not a number
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1 or port == 0:
-            raise InvalidValueError(
-                f"a redis URL needs a host and port: redis://host:6379/0, not {url!r}"
-            )
-        if parts.path not in ("", "/") and not parts.path[1:].isdigit():
-            raise InvalidValueError(
-                f"the database of a redis URL is a number: redis://host:6379/0, not {url!r}"
-            )
-        options: dict[str, Any] = {}
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name == "lease_ttl":
-                try:
-                    ttl = float(value)
-                except ValueError:
-                    ttl = math.nan
-                if not 0.5 <= ttl <= 3600:
-                    raise InvalidValueError("lease_ttl must be a number of seconds, 0.5 to 3600")
-                options["lease_ttl"] = ttl
-            elif name == "prefix":
-                if not value or any(c in value for c in "{}: "):
-                    raise InvalidValueError("prefix must be a non-empty name without {}: or space")
-                options["prefix"] = value
-            else:
-                raise InvalidValueError(
-                    f"unknown redis URL option {name!r}; expected lease_ttl or prefix"
-                )
-        bare = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        return cls(url=bare, **options)
 
 
 @dataclass(slots=True)
