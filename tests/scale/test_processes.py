@@ -240,7 +240,13 @@ async def test_a_redis_restart_while_idle_is_ridden_out(
     async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": "hi"}) as s:
         before = await s.rest()
     cid = before[0]["data"]["conversation_id"]
-    redis_server.stop()
+    async with open_stream(
+        http, "GET", f"{b.api}/conversations/{cid}/stream?follow=true"
+    ) as follower:
+        assert await follower.take(len(before)) == before
+        redis_server.stop()
+        # a viewer waiting for more is not left hanging: its stream ends
+        assert await follower.rest(within=30) == []
     with anyio.fail_after(30):
         down = await http.get(f"{b.api}/conversations/{cid}")
     assert down.status_code == 503, down.text
@@ -248,8 +254,9 @@ async def test_a_redis_restart_while_idle_is_ridden_out(
     redis_server.start()
 
     async def serving() -> bool:
-        response = await http.get(f"{b.api}/conversations/{cid}")
-        return response.status_code == 200
+        # what a load balancer asks: healthy again once Redis answers
+        answers = [await http.get(f"{server.url}/healthz") for server in (a, b)]
+        return all(response.status_code == 200 for response in answers)
 
     await eventually(serving, what="the processes serving again", within=30)
     assert await read_all(http, b, cid) == before

@@ -536,7 +536,7 @@ class ConversationService:
             try:
                 await self.sweep()
             except StorageUnavailableError as exc:
-                logger.warning("lease sweep skipped: %s", exc)
+                logger.debug("lease sweep skipped: %s", exc)  # the store logs the outage
             except Exception:
                 logger.exception("lease sweep failed")
             await anyio.sleep(interval)

@@ -128,7 +128,9 @@ class Reader:
                     self._log.reachable_again()
                 replies = await self._client.xread(streams, count=1000, block=BLOCK_MS)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-                logger.warning("Redis reader: %s; retrying in %.2fs", exc, delay)
+                # once per outage at WARNING (the log says when it is back)
+                level = logging.DEBUG if failing else logging.WARNING
+                logger.log(level, "Redis reader: %s; retrying in %.2fs", exc, delay)
                 failing = True
                 self._log.unreachable()
                 await asyncio.sleep(delay)
