@@ -435,3 +435,19 @@ async def test_state_is_ordered_with_events(log: EventLog) -> None:
     await log.update_conversation(record)
     assert log.committed_seq("c1") == 2
     assert await log.get_state("c1", "context") == b"after-1"
+
+
+async def test_a_burst_larger_than_a_batch_commits_in_order(log: EventLog) -> None:
+    """Thousands of appends queued before the writer runs: batches are capped
+    (Redis: one script never holds the server for long), so they commit over
+    several round trips, in order, and ``flush`` waits for all of them."""
+    await new_conversation(log)
+    for i in range(3000):
+        log.append("c1", "message_chunk", envelope(i))
+    log.put_state("c1", "context", b"last")
+    await log.flush()
+    assert log.committed_seq("c1") == 3000
+    events = await log.read("c1", 0, 5000)
+    assert [e.seq for e in events] == list(range(1, 3001))
+    assert json.loads(events[-1].envelope)["data"] == {"i": 2999}
+    assert await log.get_state("c1", "context") == b"last"

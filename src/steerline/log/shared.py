@@ -101,5 +101,10 @@ class SharedLog(abc.ABC):
         """Answer a control request (after its effects are written)."""
 
     @abc.abstractmethod
+    async def poll_control(self) -> None:
+        """Pick up control requests waiting for leases held here whose
+        wake-up was lost (the requester died between queueing and waking)."""
+
+    @abc.abstractmethod
     async def orphaned_runs(self) -> list[str]:
         """Conversations recorded as running whose lease nobody holds."""

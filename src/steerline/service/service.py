@@ -516,6 +516,7 @@ class ConversationService:
         """End the runs of processes that died (their lease expired): each is
         ended once, by whichever process takes its lease first. Returns how many."""
         assert self.shared is not None
+        await self.shared.poll_control()
         ended = 0
         for conversation_id in await self.shared.orphaned_runs():
             lease = await self.shared.acquire_lease(conversation_id)

@@ -2,9 +2,12 @@
 
 :class:`Reader`: one task per process reads every stream the process needs
 with one ``XREAD BLOCK`` over many keys: the logs its viewers watch (of
-conversations run elsewhere), the control streams of the leases it holds,
-and its own stream (control replies, and wake-ups when the watched set
-changes, since a blocked ``XREAD`` cannot be told of a new key otherwise).
+conversations run elsewhere) and its own stream, which carries control
+replies, wake-ups naming a conversation held here that has a control request
+waiting (read then with one ``XRANGE``: an ``XREAD`` over the control
+streams of every held lease would cost Redis more with each idle
+conversation held), and wake-ups when the watched set changes (a blocked
+``XREAD`` cannot be told of a new key otherwise).
 Its events go to each conversation's tail, which fans them out to the
 viewers' bounded buffers: never one blocking connection per viewer.
 
@@ -48,7 +51,7 @@ class ReaderHost(Protocol):
 
     def on_log_entries(self, conversation_id: str, entries: list[Any]) -> None: ...
 
-    def on_control_entries(self, conversation_id: str, entries: list[Any]) -> None: ...
+    def on_control_wake(self, conversation_id: str) -> None: ...
 
     def on_reply(self, fields: dict[bytes, bytes]) -> None: ...
 
@@ -149,7 +152,11 @@ class Reader:
                 if stream == self._own.encode():
                     self._cursor = entries[-1][0]
                     for _entry_id, fields in entries:
-                        self._log.on_reply(fields)
+                        woken = fields.get(b"c")
+                        if woken is not None:
+                            self._log.on_control_wake(woken.decode())
+                        else:
+                            self._log.on_reply(fields)
                     continue
                 named = self._log.local_for_stream(stream)
                 if named is None:
@@ -157,8 +164,6 @@ class Reader:
                 conversation_id, kind = named
                 if kind == "log":
                     self._log.on_log_entries(conversation_id, entries)
-                elif kind == "ctl":
-                    self._log.on_control_entries(conversation_id, entries)
 
 
 class LeaseKeeper:

@@ -58,11 +58,13 @@ return 'ok'
 
 SEND_CONTROL = """
 -- KEYS: lease, ctl   ARGV: limit, request id, reply stream, body
--- -> 1 queued, 0 nobody holds the lease, -1 too many waiting
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+-- -> the lease value (queued; the caller wakes its holder), 0 nobody holds
+-- the lease, -1 too many waiting
+local holder = redis.call('GET', KEYS[1])
+if not holder then return 0 end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -1 end
 redis.call('XADD', KEYS[2], '*', 'q', ARGV[2], 'to', ARGV[3], 'b', ARGV[4])
-return 1
+return holder
 """
 
 COMMIT = """

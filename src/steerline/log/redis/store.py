@@ -64,6 +64,8 @@ TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 """Errors of an unreachable or restarting Redis (``BusyLoadingError`` is a
 ``ConnectionError``): retried by writers, answered 503 to requests."""
 
+MAX_OPS_PER_SCRIPT = 512
+"""Writes of one conversation in one commit script (see ``_take``)."""
 MAX_CONTROL_WAITING = 1000
 """Control requests waiting for one conversation's lease holder; beyond, 503."""
 
@@ -83,6 +85,8 @@ class _Local:
     lease: str | None = None
     """``"<owner>|<epoch>"`` while this process holds the lease."""
     ops: list[Op] = field(default_factory=list)
+    tickets: list[int] = field(default_factory=list)
+    """The flush ticket of each queued op (a batch may take only some)."""
     events: list[StoredEvent] = field(default_factory=list)
     record: bytes | None = None
     """A record change queued with the ops (written in order with them)."""
@@ -414,8 +418,9 @@ class RedisEventLog(EventLog, SharedLog):
         return seq
 
     def _queued(self, local: _Local, op: Op) -> None:
-        local.ops.append(op)
         self._ticket += 1
+        local.ops.append(op)
+        local.tickets.append(self._ticket)
         self._dirty.set()
 
     async def flush(self) -> None:
@@ -522,10 +527,9 @@ class RedisEventLog(EventLog, SharedLog):
             await self._dirty.wait()
             self._dirty.clear()
             ticket = self._ticket
-            batch = [(cid, local) for cid, local in self._locals.items() if local.ops]
-            taken = [(cid, local, local.ops, local.events, local.record) for cid, local in batch]
-            for _, local in batch:
-                local.ops, local.events, local.record = [], [], None
+            taken = [
+                (cid, local, *self._take(local)) for cid, local in self._locals.items() if local.ops
+            ]
             while True:
                 try:
                     results = await self._commit(taken)
@@ -549,8 +553,28 @@ class RedisEventLog(EventLog, SharedLog):
                     self._fenced(cid, local, "the conversation was deleted")
                 else:  # fenced, or a gap (cannot happen while fenced)
                     self._fenced(cid, local, f"write refused ({status})")
-            self._committed_ticket = ticket
+            waiting = [local.tickets[0] for local in self._locals.values() if local.ops]
+            self._committed_ticket = min(ticket, min(waiting, default=ticket + 1) - 1)
             self._resolve_flushes()
+            if any(local.ops for local in self._locals.values()):
+                self._dirty.set()  # what a capped batch left
+
+    def _take(self, local: _Local) -> tuple[list[Op], list[StoredEvent], bytes | None]:
+        """At most :data:`MAX_OPS_PER_SCRIPT` of a conversation's queued ops.
+
+        Capped so that one script never holds Redis for long and a round trip
+        never commits more events than a hot tail keeps: a burst committed
+        all at once would push a viewer reading just behind out of memory,
+        to storage reads that may not keep up (it would then be cut as slow).
+        """
+        ops = local.ops[:MAX_OPS_PER_SCRIPT]
+        appended = sum(1 for op in ops if op[0] == "A")
+        events = local.events[:appended]
+        del local.ops[: len(ops)], local.tickets[: len(ops)], local.events[:appended]
+        record = local.record if any(op[0] == "R" for op in ops) else None
+        if not any(op[0] == "R" for op in local.ops):
+            local.record = None
+        return ops, events, record
 
     def _resolve_flushes(self) -> None:
         waiting, self._flushes = self._flushes, []
@@ -631,7 +655,7 @@ class RedisEventLog(EventLog, SharedLog):
             return
         logger.warning("conversation %s: lease lost, %s", conversation_id, why)
         local.lease = None
-        local.ops, local.events, local.record = [], [], None
+        local.ops, local.tickets, local.events, local.record = [], [], [], None
         self._forget_lease(conversation_id)
         self._on_lease_lost(conversation_id)
 
@@ -665,6 +689,8 @@ class RedisEventLog(EventLog, SharedLog):
                 local.tail.assigned_seq = local.tail.committed_seq = seq
             self._hold(conversation_id, local, f"{self.owner}|{reply[3].decode()}")
             local.tail.wake()
+            if self._on_control is not None:
+                await self.poll_control([conversation_id])  # left for a previous holder
         return Lease(LeaseState.ACQUIRED, holder=self.owner, taken_over=state == "acquired")
 
     async def release_lease(self, conversation_id: str) -> bool:
@@ -707,10 +733,19 @@ class RedisEventLog(EventLog, SharedLog):
             )
             if queued == 0:
                 raise NotHeldError(conversation_id)
-            if queued < 0:
+            if queued == -1:
                 raise StorageUnavailableError(
                     "too many requests wait for this conversation's server; retry shortly"
                 )
+            holder = queued.decode().rpartition("|")[0]
+            await self._call(
+                self.redis.xadd(
+                    self.keys.process(holder),
+                    {"c": conversation_id},
+                    maxlen=10_000,
+                    approximate=True,
+                )
+            )
             async with asyncio.timeout(patience):
                 return await future
         finally:
@@ -745,14 +780,38 @@ class RedisEventLog(EventLog, SharedLog):
 
     # -- called by the reader ------------------------------------------------------
     def streams_to_read(self) -> dict[str, bytes]:
-        """The reader's XREAD set: logs watched here, control streams of held leases."""
-        streams: dict[str, bytes] = {}
-        for local in self._locals.values():
-            if local.lease is not None:
-                streams[local.keys.control] = local.control_cursor
-            elif local.watched:
-                streams[local.keys.log] = b"%d-0" % local.tail.committed_seq
-        return streams
+        """The reader's XREAD set: the logs watched here of conversations held
+        elsewhere. (Not the control streams of the leases held here: a
+        requester wakes the holder through its process stream, so an XREAD
+        does not grow with every idle conversation this process holds.)"""
+        return {
+            local.keys.log: b"%d-0" % local.tail.committed_seq
+            for local in self._locals.values()
+            if local.lease is None and local.watched
+        }
+
+    def on_control_wake(self, conversation_id: str) -> None:
+        """A requester queued a control request for a conversation held here."""
+        if self._held(conversation_id) is not None:
+            asyncio.get_running_loop().create_task(self.poll_control([conversation_id]))
+
+    async def poll_control(self, conversation_ids: Sequence[str] | None = None) -> None:
+        """Read the control requests waiting for leases held here (all of them
+        by default: the sweep's safety net for a wake-up that never came)."""
+        held = [
+            (cid, local)
+            for cid in (conversation_ids if conversation_ids is not None else list(self._locals))
+            if (local := self._held(cid)) is not None
+        ]
+        if not held:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for _cid, local in held:
+            pipe.xrange(local.keys.control, min=b"(" + local.control_cursor, max="+", count=100)
+        replies = await self._call(pipe.execute())
+        for (cid, _local), entries in zip(held, replies, strict=True):
+            if entries:
+                self.on_control_entries(cid, entries)
 
     def on_log_entries(self, conversation_id: str, entries: list[Any]) -> None:
         local = self._locals.get(conversation_id)
@@ -775,6 +834,8 @@ class RedisEventLog(EventLog, SharedLog):
                 self._serve_control(queue), name=f"steerline-control-{conversation_id}"
             )
         for entry_id, fields in entries:
+            if _entry_order(entry_id) <= _entry_order(local.control_cursor):
+                continue  # already taken (a wake-up and a poll both read it)
             local.control_cursor = entry_id
             queue.put_nowait(
                 ControlRequest(
@@ -828,6 +889,11 @@ def _refuse_eviction(url: str, policy: str | None) -> None:
             f"Redis at {url} has maxmemory-policy {policy!r}: it may evict conversation "
             "keys (losing logs and leases). Set maxmemory-policy noeviction."
         )
+
+
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition(b"-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
