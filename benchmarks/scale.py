@@ -107,11 +107,8 @@ CPU_ROW = "  CPU cores meanwhile: client / A / B / Redis / others"
 SLEEP_RUN = '/call sleep {"seconds": 60}'
 
 CONFIG = """\
-# written by benchmarks/scale.py: limits high enough that no benchmark is refused;
-# max_lag_events: with the default (10 000) the redis store cut the 20 000-event POST
-# streams of the wire figure with a resume hint while their clients were reading
+# written by benchmarks/scale.py: limits high enough that no benchmark is refused
 [server.limits]
-max_lag_events = 1000000
 requests_per_minute = 1000000000
 max_streams_per_tenant = 1000000
 max_running_per_tenant = 1000000
