@@ -168,6 +168,13 @@ ENDPOINTS: list[tuple[str, str, list[str], list[str]]] = [
     ("GET", "/api/v1/agents", [], []),
     ("GET", "/healthz", [], []),
     ("GET", "/metrics", [], []),
+    (
+        "POST",
+        "/api/v1/vercel/chat",
+        ["id", "messages", "trigger", "messageId", "agent_name"],
+        ["on_disconnect"],
+    ),
+    ("GET", "/api/v1/vercel/chat/{id}/stream", [], ["startIndex", "on_disconnect"]),
     # the web page (Starlette routes outside the API: not in the count below)
     ("GET", "/", [], []),
     ("GET", "/web/app.js", [], []),
@@ -195,7 +202,7 @@ def test_every_route_is_fuzzed(server: RunningServer) -> None:
         if isinstance(route, APIRoute) and route.path not in ("/openapi.json", "/docs"):
             routes |= {(method, route.path) for method in route.methods if method != "HEAD"}
     assert routes - fuzzed == set()
-    assert len(routes) == 17
+    assert len(routes) == 19
     ws = [r for r in every if isinstance(r, APIWebSocketRoute)]
     assert [r.path for r in ws] == ["/api/v1/conversations/{conversation_id}/ws"]
 

@@ -189,6 +189,12 @@ class Operation:
     """The success answer is an SSE or NDJSON stream of the conversation's events."""
     auth: bool = True
     """Authenticated with the API keys (401 when they are configured)."""
+    content: Mapping[str, Any] | None = None
+    """The success answer's content when it is another protocol's stream (a
+    protocol view of the log, SPEC §3.5), with its description."""
+    description: str | None = None
+    no_content: str | None = None
+    """Also answers 204 without a body: when."""
 
 
 _BODY = {
@@ -198,6 +204,18 @@ _BODY = {
     422: ("invalid_request",),
 }
 """Every route with a request body (the body limit, FastAPI's validation)."""
+
+_VERCEL_DESCRIPTION = (
+    "The run as a Vercel AI SDK UI message stream v1 (header "
+    "`x-vercel-ai-ui-message-stream: v1`): one `data: <chunk JSON>` block per chunk, "
+    "`data: [DONE]` last (docs/protocols.md)."
+)
+_VERCEL_CONTENT = {
+    "text/event-stream": {
+        "schema": {"type": "string"},
+        "example": 'data: {"type":"start","messageId":"run-1"}\n\n...data: [DONE]\n\n',
+    }
+}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", f"{API}/agents/stream"): Operation(
@@ -337,6 +355,31 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors={422: ("invalid_request",), 429: ("rate_limited",), 503: ("unavailable",)},
     ),
     ("get", f"{API}/agents"): Operation(body=AgentList, errors={429: ("rate_limited",)}),
+    ("post", f"{API}/vercel/chat"): Operation(
+        content=_VERCEL_CONTENT,
+        description=_VERCEL_DESCRIPTION,
+        errors={
+            **_BODY,
+            400: ("invalid_json", "invalid_value"),
+            404: ("unknown_agent", "conversation_not_found"),
+            409: ("conversation_exists", "queue_full"),
+            413: ("body_too_large", "message_too_large"),
+            429: ("rate_limited", "too_many_streams", "too_many_runs"),
+            503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
+        },
+    ),
+    ("get", f"{API}/vercel/chat/{{conversation_id}}/stream"): Operation(
+        content=_VERCEL_CONTENT,
+        description=_VERCEL_DESCRIPTION,
+        no_content="No run is active: nothing to reconnect to",
+        errors={
+            400: ("invalid_value",),
+            404: ("conversation_not_found",),
+            422: ("invalid_request",),
+            429: ("rate_limited", "too_many_streams"),
+            503: ("unavailable", "storage_unavailable"),
+        },
+    ),
     ("get", "/healthz"): Operation(body=Health, auth=False, errors={}),
     ("get", "/metrics"): Operation(auth=False, errors={}),
 }
@@ -506,6 +549,9 @@ def _complete_operation(
     if declared.stream:
         answer["description"] = _STREAM_DESCRIPTION
         answer["content"] = _STREAM_CONTENT
+    elif declared.content is not None:
+        answer["description"] = declared.description or answer["description"]
+        answer["content"] = dict(declared.content)
     elif declared.body is not None:
         ref = {"$ref": f"#/components/schemas/{declared.body.__name__}"}
         answer["content"] = {"application/json": {"schema": ref}}
@@ -513,6 +559,8 @@ def _complete_operation(
         answer["description"] = "Prometheus text format"
         answer["content"] = {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}
     new: dict[str, Any] = {success: answer}
+    if declared.no_content is not None:
+        new["204"] = {"description": declared.no_content}
 
     errors = dict(declared.errors)
     if declared.auth and settings.api_keys:
