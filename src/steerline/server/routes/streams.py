@@ -222,9 +222,7 @@ async def check_resume_point(state: ServerState, conv: ConversationHandle, after
         raise HTTPError(400, "invalid_event_id", f"no event {after} in this conversation")
 
 
-def join_plan(
-    state: ServerState, conv: ConversationHandle, after: int, follow: bool
-) -> StreamPlan:
+def join_plan(state: ServerState, conv: ConversationHandle, after: int, follow: bool) -> StreamPlan:
     """Joining a conversation: to the ``done`` still to come, or what is there.
 
     Between a run's ``done`` and the next run (or idleness) the record still
