@@ -170,6 +170,13 @@ ENDPOINTS: list[tuple[str, str, list[str], list[str]]] = [
     ("GET", "/metrics", [], []),
     (
         "POST",
+        "/api/v1/ag-ui",
+        ["threadId", "runId", "messages", "forwardedProps", "state", "tools", "context"],
+        ["on_disconnect"],
+    ),
+    ("GET", "/api/v1/ag-ui/{id}/stream", [], ["after", "on_disconnect"]),
+    (
+        "POST",
         "/api/v1/vercel/chat",
         ["id", "messages", "trigger", "messageId", "agent_name"],
         ["on_disconnect"],
@@ -202,7 +209,7 @@ def test_every_route_is_fuzzed(server: RunningServer) -> None:
         if isinstance(route, APIRoute) and route.path not in ("/openapi.json", "/docs"):
             routes |= {(method, route.path) for method in route.methods if method != "HEAD"}
     assert routes - fuzzed == set()
-    assert len(routes) == 19
+    assert len(routes) == 21
     ws = [r for r in every if isinstance(r, APIWebSocketRoute)]
     assert [r.path for r in ws] == ["/api/v1/conversations/{conversation_id}/ws"]
 
