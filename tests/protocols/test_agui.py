@@ -40,7 +40,7 @@ from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry, AgentSpec
 from steerline.wire.agui import AguiTranslator
 from tests.server import conftest as server_fixtures
-from tests.server.clients import WAIT, client, error_of, read_log
+from tests.server.clients import WAIT, client, error_of, read_log, wait_idle
 from tests.server.harness import RunningServer
 
 pytestmark = pytest.mark.anyio
@@ -691,3 +691,74 @@ def test_a_connect_subclass_joins_a_live_run_and_ends_with_the_same_messages(
         assert canonical(agents[name]["messages"]) == canonical(poster), name
     # the joiner came in while the reasoning streamed: it was re-opened for it
     assert agents["joiner"]["types"][2:4] == ["REASONING_START", "REASONING_MESSAGE_START"]
+
+
+# -- a busy conversation, a client that leaves ---------------------------------------
+@pytest.mark.parametrize("mode", ["auto", "follow_up", "steer"])
+async def test_a_message_for_a_busy_thread_streams_the_run_that_answers_it(
+    server: RunningServer, mode: str
+) -> None:
+    """Posted while another client's run streams: the stream starts mid-run
+    (text opened at its first chunk seen, a tool call started before it
+    completed with its result) and ends with the run that answers it."""
+    thread = f"ag-busy-{mode}"
+    first = '/delay 20\none two three four five six\n/call sleep {"seconds": 0.3}'
+    body = post_body(thread, "second", "m-2", forwardedProps=_props(mode=mode))
+    async with client() as http, anyio.create_task_group() as group:
+        started = anyio.Event()
+
+        async def first_run() -> None:
+            async def go(event: AguiEvent, count: int) -> None:
+                if count == 2:
+                    started.set()
+
+            framed = await agui(
+                http, "POST", f"{server.api}/ag-ui", go, json=post_body(thread, first)
+            )
+            check_events(events_of(framed))
+
+        group.start_soon(first_run)
+        with anyio.fail_after(WAIT):
+            await started.wait()
+        framed = await agui(http, "POST", f"{server.api}/ag-ui", json=body)
+    events = events_of(framed)
+    check_events(events)
+    assert events[0]["runId"] == "run-client-1"
+    assert not any(e.get("messageId") == "m-2" for e in events), "the posted message echoed"
+    messages = reduce(events, body["messages"])
+    assert messages[-1] == {
+        "id": messages[-1]["id"],
+        "role": "assistant",
+        "content": "Echo: second",
+    }
+    if mode == "steer":
+        result = next(e for e in events if e["type"] == "TOOL_CALL_RESULT")
+        assert "queued user message" in result["content"]
+
+
+@pytest.mark.parametrize("route", ["post", "join"])
+async def test_on_disconnect_cancel_aborts_the_run(server: RunningServer, route: str) -> None:
+    slow = '/call sleep {"seconds": 30}'
+    thread = f"ag-leave-{route}"
+    async with client() as http:
+        if route == "join":
+            await agui(http, "POST", f"{server.api}/ag-ui", json=post_body(thread, "hi"))
+            response = await http.post(
+                f"{server.api}/conversations/{thread}/messages",
+                json={"content": slow, "mode": "steer"},
+            )
+            assert response.status_code == 202, response.text
+            method, url, body = "GET", f"{server.api}/ag-ui/{thread}/stream", None
+        else:
+            method, url, body = "POST", f"{server.api}/ag-ui", post_body(thread, slow)
+        async with http.stream(method, f"{url}?on_disconnect=cancel", json=body) as response:
+            assert response.status_code == 200
+            read = ""
+            with anyio.fail_after(WAIT):
+                async for text in response.aiter_text():
+                    read += text
+                    if "TOOL_CALL_END" in read or (route == "join" and "RUN_STARTED" in read):
+                        break
+        # the client left: the run is aborted
+        log = await wait_idle(http, server, thread)
+    assert log[-1]["data"]["payload"] == {"stop_reason": "aborted"}
