@@ -328,7 +328,7 @@ async def test_start_index_continues_exactly_after_chunk_n(server: RunningServer
     """Mid-run, ``GET …/stream`` is the POST's stream from its first chunk, and
     ``?startIndex=N`` exactly its chunks after N; after the run: 204."""
     chat_id = new_chat_id()
-    query = "/delay 10\n/think a b c d e f\n" + " ".join(f"w{i}" for i in range(40))
+    query = "/delay 20\n/think a b c d e f\n" + " ".join(f"w{i}" for i in range(40))
     async with client() as http:
         async with open_chunks(
             http, "POST", f"{server.api}/vercel/chat", json=chat_body(chat_id, query)
