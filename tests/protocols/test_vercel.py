@@ -378,6 +378,20 @@ async def test_a_new_conversations_answer_indexes_like_its_runs_stream(
     assert translate_log(run) == chunks
 
 
+@pytest.mark.anyio
+async def test_a_repeated_message_id_answers_the_same_chunks(server: RunningServer) -> None:
+    """A re-POST (or ``regenerate`` of the same user message) runs nothing again."""
+    body = chat_body(new_chat_id(), '/call calculator {"expression": "1+1"}\nhi')
+    async with client() as http:
+        answers = []
+        for _ in range(2):
+            async with open_chunks(http, "POST", f"{server.api}/vercel/chat", json=body) as stream:
+                answers.append(await stream.rest())
+        log = await read_log(http, server, body["id"])
+    assert answers[0] == answers[1]
+    assert [event["event"] for event in log].count("task_started") == 1
+
+
 # -- the rules of the native routes ---------------------------------------------------
 @pytest.mark.anyio
 async def test_bad_requests_are_4xx_json(server: RunningServer) -> None:
@@ -386,7 +400,7 @@ async def test_bad_requests_are_4xx_json(server: RunningServer) -> None:
         busy = new_chat_id()
         async with open_chunks(http, "POST", chat, json=chat_body(busy, "hi")) as stream:
             await stream.rest()
-        refused = [new_chat_id() for _ in range(4)]
+        refused = [new_chat_id() for _ in range(5)]
         cases: list[tuple[str, str, Any, int, str]] = [
             ("POST", chat, {**chat_body(refused[0], "x"), "messages": []}, 422, ""),
             (
@@ -409,6 +423,13 @@ async def test_bad_requests_are_4xx_json(server: RunningServer) -> None:
             ("POST", chat, chat_body(new_chat_id(), "x", message_id="\ud800"), 422, ""),
             ("POST", chat, {"id": 5, "messages": "no"}, 422, "invalid_request"),
             ("POST", f"{chat}?on_disconnect=never", chat_body(refused[3], "x"), 400, ""),
+            (
+                "POST",
+                chat,
+                {**chat_body(refused[4], "x"), "agent_name": "nope"},
+                404,
+                "unknown_agent",
+            ),
             ("GET", f"{chat}/{new_chat_id()}/stream", None, 404, "conversation_not_found"),
             ("GET", f"{chat}/{busy}/stream?startIndex=-1", None, 400, "invalid_value"),
             ("GET", f"{chat}/{busy}/stream?startIndex=%C2%B2", None, 400, "invalid_value"),
