@@ -447,12 +447,18 @@ async def test_a_second_message_on_a_thread_and_a_repeated_one(server: RunningSe
         body["messages"] = [*history, {"id": "m-2", "role": "user", "content": "two"}]
         second = await agui(http, "POST", f"{server.api}/ag-ui", json=body)
         again = await agui(http, "POST", f"{server.api}/ag-ui", json=body)
-    for framed in (first, second, again):
+        # from the start of the log: the (empty) snapshot as a run, then both runs
+        replay = await agui(
+            http, "GET", f"{server.api}/ag-ui/ag-6/stream", headers={"Last-Event-ID": "0"}
+        )
+    for framed in (first, second, again, replay):
         check_events(events_of(framed))
     answer = reduce(events_of(second), body["messages"])
     assert answer[-1]["content"] == "Echo: two"
     # the same message id again queues nothing and answers the same run again
     assert events_of(again) == events_of(second)
+    assert types(replay).count("RUN_STARTED") == 3
+    assert canonical(reduce(events_of(replay))) == canonical(answer)
 
 
 async def test_bad_input_is_a_4xx_json_error(server: RunningServer) -> None:
