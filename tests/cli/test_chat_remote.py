@@ -117,7 +117,9 @@ def test_a_steer_from_another_client_and_alt_up_and_attaching(
         term.wait_for(lambda t: "⏎ follow-up: from the page" not in t.text())
         term.send(ESC)  # Esc with text in the editor still aborts the run
         term.wait_for("■ aborted")
-        assert term.input_line() == "> from the page"
+        # the screen is redrawn around the abort's lines: wait for the input
+        # line to settle (the text must still be there, not retyped)
+        term.wait_for(lambda t: t.input_line() == "> from the page")
         term.send(CTRL_C + CTRL_D)  # clear the input, then quit
         assert term.wait_exit() == 0
     finally:
