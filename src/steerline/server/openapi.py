@@ -217,6 +217,36 @@ _VERCEL_CONTENT = {
     }
 }
 
+_AGUI_DESCRIPTION = (
+    "The run as AG-UI 1.0 events: one `data: <event JSON>` block per event, "
+    "`id: <seq>` on the last event of each log event (resume with Last-Event-ID); "
+    "RUN_STARTED first, RUN_FINISHED or RUN_ERROR last (docs/protocols.md)."
+)
+_AGUI_CONTENT = {
+    "text/event-stream": {
+        # one event, as for the native stream (before OpenAPI 3.2's itemSchema)
+        "schema": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "pattern": "^[0-9]+$", "description": "A log seq."},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {
+                        "type": "object",
+                        "properties": {"type": {"type": "string"}},
+                        "required": ["type"],
+                    },
+                },
+                "event": {"type": "string", "enum": ["message"]},
+                "retry": {"type": "integer", "description": "Reconnection delay (ms)."},
+            },
+            "required": ["data"],
+        },
+        "example": 'data: {"type":"RUN_STARTED","threadId":"t","runId":"r"}\n\n...',
+    }
+}
+
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", f"{API}/agents/stream"): Operation(
         stream=True,
@@ -375,6 +405,31 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors={
             400: ("invalid_value",),
             404: ("conversation_not_found",),
+            422: ("invalid_request",),
+            429: ("rate_limited", "too_many_streams"),
+            503: ("unavailable", "storage_unavailable"),
+        },
+    ),
+    ("post", f"{API}/ag-ui"): Operation(
+        content=_AGUI_CONTENT,
+        description=_AGUI_DESCRIPTION,
+        errors={
+            **_BODY,
+            400: ("invalid_json", "invalid_value"),
+            404: ("unknown_agent", "conversation_not_found"),
+            409: ("conversation_exists", "conversation_busy", "queue_full", "run_mismatch"),
+            413: ("body_too_large", "message_too_large"),
+            429: ("rate_limited", "too_many_streams", "too_many_runs"),
+            503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
+        },
+    ),
+    ("get", f"{API}/ag-ui/{{conversation_id}}/stream"): Operation(
+        content=_AGUI_CONTENT,
+        description=_AGUI_DESCRIPTION,
+        errors={
+            400: ("invalid_value", "invalid_event_id"),
+            404: ("conversation_not_found",),
+            409: ("resume_too_old",),
             422: ("invalid_request",),
             429: ("rate_limited", "too_many_streams"),
             503: ("unavailable", "storage_unavailable"),

@@ -126,7 +126,7 @@ def _prompt(messages: list[AguiMessage]) -> tuple[str, str]:
     return check_id(message.id, "message id"), content
 
 
-@router.post("", response_model=None, include_in_schema=False)
+@router.post("", response_model=None)
 async def run_agent(
     request: Request,
     body: RunAgentInput,
@@ -156,7 +156,7 @@ async def run_agent(
     return stream_response(request, state, tenant_name, conv, plan, on_disconnect, encoder)
 
 
-@router.get("/{conversation_id}/stream", include_in_schema=False)
+@router.get("/{conversation_id}/stream", response_model=None)
 async def join_run(
     request: Request,
     conv: Conv,
