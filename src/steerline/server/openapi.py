@@ -205,6 +205,33 @@ _BODY = {
 }
 """Every route with a request body (the body limit, FastAPI's validation)."""
 
+_SEND_AND_STREAM_ERRORS: dict[int, tuple[str, ...]] = {
+    **_BODY,
+    400: ("invalid_json", "invalid_value", "invalid_event_id"),
+    404: ("unknown_agent", "conversation_not_found"),
+    409: (
+        "conversation_busy",
+        "conversation_exists",
+        "resume_too_old",
+        "queue_full",
+        "run_mismatch",
+    ),
+    413: ("body_too_large", "message_too_large"),
+    429: ("rate_limited", "too_many_streams", "too_many_runs"),
+    503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
+}
+"""Sending a message and streaming its run: native, Vercel and AG-UI alike."""
+
+_JOIN_ERRORS: dict[int, tuple[str, ...]] = {
+    400: ("invalid_value", "invalid_event_id"),
+    404: ("conversation_not_found",),
+    409: ("resume_too_old",),
+    422: ("invalid_request",),
+    429: ("rate_limited", "too_many_streams"),
+    503: ("unavailable", "storage_unavailable"),
+}
+"""Joining or resuming a conversation's stream: native, Vercel and AG-UI alike."""
+
 _VERCEL_DESCRIPTION = (
     "The run as a Vercel AI SDK UI message stream v1 (header "
     "`x-vercel-ai-ui-message-stream: v1`): one `data: <chunk JSON>` block per chunk, "
@@ -250,26 +277,11 @@ _AGUI_CONTENT = {
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", f"{API}/agents/stream"): Operation(
         stream=True,
-        errors={
-            **_BODY,
-            400: ("invalid_json", "invalid_value", "invalid_event_id"),
-            404: ("unknown_agent", "conversation_not_found"),
-            409: ("conversation_busy", "conversation_exists", "resume_too_old", "queue_full"),
-            413: ("body_too_large", "message_too_large"),
-            429: ("rate_limited", "too_many_streams", "too_many_runs"),
-            503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
-        },
+        errors=_SEND_AND_STREAM_ERRORS,
     ),
     ("get", f"{CONV}/stream"): Operation(
         stream=True,
-        errors={
-            400: ("invalid_value", "invalid_event_id"),
-            404: ("conversation_not_found",),
-            409: ("resume_too_old",),
-            422: ("invalid_request",),
-            429: ("rate_limited", "too_many_streams"),
-            503: ("unavailable", "storage_unavailable"),
-        },
+        errors=_JOIN_ERRORS,
     ),
     ("post", f"{CONV}/messages"): Operation(
         body=MessageAccepted,
@@ -388,52 +400,23 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", f"{API}/vercel/chat"): Operation(
         content=_VERCEL_CONTENT,
         description=_VERCEL_DESCRIPTION,
-        errors={
-            **_BODY,
-            400: ("invalid_json", "invalid_value"),
-            404: ("unknown_agent", "conversation_not_found"),
-            409: ("conversation_exists", "queue_full"),
-            413: ("body_too_large", "message_too_large"),
-            429: ("rate_limited", "too_many_streams", "too_many_runs"),
-            503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
-        },
+        errors=_SEND_AND_STREAM_ERRORS,
     ),
     ("get", f"{API}/vercel/chat/{{conversation_id}}/stream"): Operation(
         content=_VERCEL_CONTENT,
         description=_VERCEL_DESCRIPTION,
         no_content="No run is active: nothing to reconnect to",
-        errors={
-            400: ("invalid_value",),
-            404: ("conversation_not_found",),
-            422: ("invalid_request",),
-            429: ("rate_limited", "too_many_streams"),
-            503: ("unavailable", "storage_unavailable"),
-        },
+        errors=_JOIN_ERRORS,
     ),
     ("post", f"{API}/ag-ui"): Operation(
         content=_AGUI_CONTENT,
         description=_AGUI_DESCRIPTION,
-        errors={
-            **_BODY,
-            400: ("invalid_json", "invalid_value"),
-            404: ("unknown_agent", "conversation_not_found"),
-            409: ("conversation_exists", "conversation_busy", "queue_full", "run_mismatch"),
-            413: ("body_too_large", "message_too_large"),
-            429: ("rate_limited", "too_many_streams", "too_many_runs"),
-            503: ("unavailable", "storage_unavailable", "conversation_unloaded"),
-        },
+        errors=_SEND_AND_STREAM_ERRORS,
     ),
     ("get", f"{API}/ag-ui/{{conversation_id}}/stream"): Operation(
         content=_AGUI_CONTENT,
         description=_AGUI_DESCRIPTION,
-        errors={
-            400: ("invalid_value", "invalid_event_id"),
-            404: ("conversation_not_found",),
-            409: ("resume_too_old",),
-            422: ("invalid_request",),
-            429: ("rate_limited", "too_many_streams"),
-            503: ("unavailable", "storage_unavailable"),
-        },
+        errors=_JOIN_ERRORS,
     ),
     ("get", "/healthz"): Operation(body=Health, auth=False, errors={}),
     ("get", "/metrics"): Operation(auth=False, errors={}),
