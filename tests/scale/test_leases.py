@@ -19,6 +19,7 @@ from steerline.log.base import LogSettings
 from steerline.log.redis import RedisEventLog
 from steerline.log.shared import LeaseState
 from steerline.service.agents import AgentRegistry, AgentSpec
+from steerline.service.cluster import RemoteConversation
 from steerline.service.conversation import Conversation
 from steerline.service.service import ConversationService
 from steerline.tools.base import tool
@@ -184,3 +185,39 @@ async def test_an_unreachable_redis_is_a_clear_error() -> None:
 def test_bad_urls_are_refused(query: str) -> None:
     with pytest.raises(InvalidValueError):
         RedisEventLog(query, LogSettings())
+
+
+async def test_a_lease_unconfirmed_through_an_outage_is_asked_for_again(
+    services: Callable[[], object],
+) -> None:
+    """A process whose renewals failed for most of a TTL (Redis out of reach)
+    does not act on its lease: it asks Redis, finds it taken over, forgets
+    what it had loaded and forwards the command to the new holder (before:
+    it ran the message here, every write was refused and the client's stream
+    waited for a done that never came)."""
+    a: ConversationService = await services()  # type: ignore[misc]
+    b: ConversationService = await services()  # type: ignore[misc]
+    conversation = await a.create("t")
+    await conversation.submit("hello")
+    await wait_idle(conversation)
+    await a.log.flush()  # nothing left to write (a refused write would tell a)
+    log_a, log_b = a.log, b.log
+    assert isinstance(log_a, RedisEventLog) and isinstance(log_b, RedisEventLog)
+    # the lease expired during an outage and b took it over; a's renewals
+    # have not been confirmed since (its keeper thread could not reach Redis)
+    await log_b.redis.delete(log_b.keys.conversation(conversation.id).lease)
+    keeper = log_a._keeper
+    assert keeper is not None
+    keeper._stopping.set()  # no renewal from now on (it would notice the loss)
+    keeper._thread.join()
+    keeper.confirmed[conversation.id] = 0.0
+    assert (await log_b.acquire_lease(conversation.id)).state is LeaseState.ACQUIRED
+    handle = await a.open("t", conversation.id)
+    assert isinstance(handle, RemoteConversation), "a must not run it on a stale lease"
+    assert conversation.id not in {c.id for c in a.live_conversations()}
+    accepted = await handle.submit("again")
+    assert accepted.run_id is not None
+    held = await b.get_held(conversation.id)
+    await wait_idle(held)
+    names = await events_of(b, conversation.id)
+    assert names.count(EventName.DONE) == 2 and names[-1] == EventName.DONE

@@ -260,6 +260,7 @@ async def test_a_redis_restart_while_idle_is_ridden_out(
 
     await eventually(serving, what="the processes serving again", within=30)
     assert await read_all(http, b, cid) == before
+    answers = []
     for server in (a, b):
         async with open_stream(
             http,
@@ -268,11 +269,12 @@ async def test_a_redis_restart_while_idle_is_ridden_out(
             json={"query": "again", "conversation_id": cid},
         ) as s:
             answer = await s.rest()
+        answers.append([(e["seq"], e["event"]) for e in answer])
         assert answer[-1]["event"] == "done"
     log = await read_all(http, a, cid)
     assert_once(log)
     assert log[: len(before)] == before
-    assert names(log).count("done") == 3
+    assert names(log).count("done") == 3, (names(log), answers)
 
 
 async def test_a_websocket_on_another_process_steers_and_edits_the_queue(

@@ -189,20 +189,21 @@ class ConversationService:
         that process. A free lease is taken: this process runs it from now on."""
         if self.shared is None:
             return await self.get(tenant, conversation_id)
-        live = self._live.get(conversation_id)
-        if live is not None and not self.shared.holds(conversation_id):
-            self._unload(live)  # its lease was lost meanwhile
         while True:
-            if (
-                self.shared.holds(conversation_id)
-                or (await self.shared.acquire_lease(conversation_id)).state is LeaseState.ACQUIRED
-            ):
-                return await self.get(tenant, conversation_id)
-            record = await self.log.get_conversation(conversation_id)
-            if record is None or record.tenant != tenant:
-                raise self._not_found(conversation_id)
-            if (await self.shared.acquire_lease(conversation_id)).state is LeaseState.HELD:
-                return await remote_view(self, record)
+            if not self.shared.holds(conversation_id):
+                # take it, or confirm it is still ours (a lease found lost is
+                # forgotten first: on_lease_lost drops what was loaded of it)
+                lease = await self.shared.acquire_lease(conversation_id)
+                if lease.state is LeaseState.GONE:
+                    raise self._not_found(conversation_id)
+                if lease.state is LeaseState.HELD:
+                    record = await self.log.get_conversation(conversation_id)
+                    if record is None or record.tenant != tenant:
+                        raise self._not_found(conversation_id)
+                    if not self.shared.holds(conversation_id):
+                        return await remote_view(self, record)
+                    continue  # taken over here meanwhile
+            return await self.get(tenant, conversation_id)
 
     async def get_held(self, conversation_id: str) -> Conversation:
         """A conversation whose lease this process holds, loaded if it was unloaded."""

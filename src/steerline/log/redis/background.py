@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -183,6 +184,10 @@ class LeaseKeeper:
         self._loop = loop
         self._on_lost = on_lost
         self._held: dict[str, str] = {}
+        self.confirmed: dict[str, float] = {}
+        """When Redis last confirmed each lease (monotonic): a lease not
+        confirmed for most of its TTL may have expired (an outage), so the
+        process must ask Redis again before acting on it."""
         self._stopping = threading.Event()
         self._client = redis.Redis.from_url(
             url,
@@ -206,11 +211,14 @@ class LeaseKeeper:
 
     def hold(self, conversation_id: str, value: str) -> None:
         self._held[conversation_id] = value
+        self.confirmed[conversation_id] = time.monotonic()
 
     def drop(self, conversation_id: str) -> None:
         self._held.pop(conversation_id, None)
+        self.confirmed.pop(conversation_id, None)
 
     def _run(self) -> None:
+        failing = False
         while not self._stopping.wait(self._interval):
             held = dict(self._held)  # a copy: the loop changes it meanwhile
             if not held:
@@ -222,8 +230,15 @@ class LeaseKeeper:
                     self._renew(keys=[lease_key], args=[value, self._ttl_ms], client=pipe)
                 renewed = pipe.execute()
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-                logger.warning("lease renewal failed (%s); retrying", exc)
+                # once per outage at WARNING (the log says when Redis is back)
+                level = logging.DEBUG if failing else logging.WARNING
+                logger.log(level, "lease renewal failed (%s); retrying", exc)
+                failing = True
                 continue
+            failing = False
+            now = time.monotonic()
             for (conversation_id, value), ok in zip(held.items(), renewed, strict=True):
+                if ok and self._held.get(conversation_id) == value:
+                    self.confirmed[conversation_id] = now
                 if not ok and self._held.get(conversation_id) == value:
                     self._loop.call_soon_threadsafe(self._on_lost, conversation_id, value)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -93,6 +94,8 @@ class _Local:
     watched: bool = False
     """Its log is read by the reader (a viewer here, the lease elsewhere)."""
     control_cursor: bytes = b"0-0"
+    fences: int = 0
+    """Times this process lost the lease: a wait spanning a loss ends (see ``wait``)."""
 
 
 class RedisEventLog(EventLog, SharedLog):
@@ -471,9 +474,16 @@ class RedisEventLog(EventLog, SharedLog):
             local.watched = True
             assert self._reader is not None
             self._reader.watch_changed()
+        fences = local.fences
         await local.tail.wait(after)
         if not self._available:
             raise StorageUnavailableError("Redis is unreachable; resume shortly")
+        if local.fences != fences:
+            # This process lost the lease meanwhile: what it ran here wrote
+            # nothing more, and the run's end (another process writes it) may
+            # never come here. The viewer resumes, from any process, and is
+            # answered from the shared log: never left hanging.
+            raise StorageUnavailableError("this server let the conversation go; resume")
 
     def release(self, conversation_id: str) -> None:
         local = self._locals.get(conversation_id)
@@ -656,6 +666,8 @@ class RedisEventLog(EventLog, SharedLog):
         logger.warning("conversation %s: lease lost, %s", conversation_id, why)
         local.lease = None
         local.ops, local.tickets, local.events, local.record = [], [], [], None
+        local.fences += 1
+        local.tail.wake()  # its viewers here end with a resume hint (see ``wait``)
         self._forget_lease(conversation_id)
         self._on_lease_lost(conversation_id)
 
@@ -666,7 +678,13 @@ class RedisEventLog(EventLog, SharedLog):
             self._fenced(conversation_id, local, "its renewal found it expired or taken")
 
     def holds(self, conversation_id: str) -> bool:
-        return self._held(conversation_id) is not None
+        """Held, and confirmed by Redis within the last ¾ of the TTL: a lease
+        unconfirmed for longer (renewals failing through an outage) may have
+        expired and been taken, so it is asked for again before use."""
+        if self._held(conversation_id) is None or self._keeper is None:
+            return False
+        confirmed = self._keeper.confirmed.get(conversation_id, 0.0)
+        return time.monotonic() - confirmed < 0.75 * self.lease_ttl
 
     async def acquire_lease(self, conversation_id: str) -> Lease:
         keys = self.keys.conversation(conversation_id)
@@ -676,18 +694,31 @@ class RedisEventLog(EventLog, SharedLog):
             )
         )
         state = reply[0].decode()
+        if state in ("gone", "held"):
+            stale = self._locals.get(conversation_id)
+            if stale is not None and stale.lease is not None:
+                # lost while Redis was out of reach (taken over, or deleted)
+                self._fenced(conversation_id, stale, "it expired while Redis was unreachable")
         if state == "gone":
             return Lease(LeaseState.GONE)
         if state == "held":
             return Lease(LeaseState.HELD, holder=reply[1].decode())
         record = _record_decoder.decode(reply[1])
         seq = int(reply[2] or 0)
+        value = f"{self.owner}|{reply[3].decode()}"
+        stale = self._locals.get(conversation_id)
+        if stale is not None and stale.lease is not None and stale.lease != value:
+            # it expired while Redis was out of reach (and may have been run
+            # elsewhere meanwhile): what this process had of it is stale
+            self._fenced(conversation_id, stale, "it expired while Redis was unreachable")
         local = self._local(conversation_id, seq, record.tenant)
+        if local.lease is not None and self._keeper is not None:
+            self._keeper.hold(conversation_id, local.lease)  # confirmed just now
         if local.lease is None:
             if local.tail.committed_seq != seq or local.tail.assigned_seq != seq:
                 local.tail.drop_hot()
                 local.tail.assigned_seq = local.tail.committed_seq = seq
-            self._hold(conversation_id, local, f"{self.owner}|{reply[3].decode()}")
+            self._hold(conversation_id, local, value)
             local.tail.wake()
             if self._on_control is not None:
                 await self.poll_control([conversation_id])  # left for a previous holder
