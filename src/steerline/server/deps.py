@@ -70,6 +70,21 @@ def check_conversation_id(conversation_id: str) -> str:
     return conversation_id
 
 
+def check_body_conversation_id(conversation_id: str, field: str) -> str:
+    """A conversation id given in a request body (a new conversation may take
+    it): the characters of a path segment, and not a dot segment."""
+    # fullmatch: "$" of match() also matches before a final newline
+    if not CONVERSATION_ID.fullmatch(conversation_id):
+        raise HTTPError(400, "invalid_value", f"{field} has invalid characters")
+    return check_conversation_id(conversation_id)
+
+
+def check_on_disconnect(value: str) -> None:
+    """``?on_disconnect=``: what a client leaving does to the run (every streaming route)."""
+    if value not in ("continue", "cancel"):
+        raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
+
+
 async def conversation(
     conversation_id: str, request: Request, tenant_name: Tenant
 ) -> ConversationHandle:

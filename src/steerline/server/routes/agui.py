@@ -8,8 +8,8 @@ machinery: same authentication, tenant, stream slots, rate limit and
 ``on_disconnect`` as ``POST /agents/stream`` and ``GET …/stream``. Steering
 stays on the native endpoints. See docs/protocols.md.
 
-The routes are left out of the OpenAPI document (its stream schema is the
-native envelope's); docs/protocols.md describes them.
+Declared in the OpenAPI document as streams of AG-UI events
+(``server/openapi.py``); docs/protocols.md describes them.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from steerline.core.text import MAX_ID_LENGTH, check_id, check_text
 from steerline.log.base import RetentionError
 from steerline.server.deps import (
     API,
-    CONVERSATION_ID,
     Conv,
     Tenant,
-    check_conversation_id,
+    check_body_conversation_id,
+    check_on_disconnect,
     resume_point,
     server_state,
 )
@@ -72,17 +72,6 @@ class RunAgentInput(_Model):
     messages: list[AguiMessage]
     forwarded_props: Any = None
     """``{"steerline": {"mode": "auto" | "steer" | "follow_up", "agent": NAME}}``, both optional."""
-
-
-def _check_on_disconnect(value: str) -> None:
-    if value not in ("continue", "cancel"):
-        raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
-
-
-def _check_thread_id(thread_id: str) -> str:
-    if not CONVERSATION_ID.fullmatch(thread_id):
-        raise HTTPError(400, "invalid_value", "threadId has invalid characters")
-    return check_conversation_id(thread_id)
 
 
 def _options(forwarded: Any) -> tuple[str, str | None]:
@@ -135,8 +124,8 @@ async def run_agent(
 ) -> StreamingEndpoint:
     """Send the last user message and stream the run that handles it as AG-UI events."""
     state = server_state(request)
-    _check_on_disconnect(on_disconnect)
-    thread_id = _check_thread_id(body.thread_id)
+    check_on_disconnect(on_disconnect)
+    thread_id = check_body_conversation_id(body.thread_id, "threadId")
     mode, agent = _options(body.forwarded_props)
     message_id, text = _prompt(body.messages)
     check_text(body.run_id, "runId")
@@ -166,7 +155,7 @@ async def join_run(
     """Join or resume (``Last-Event-ID`` / ``?after=``): ``RUN_STARTED``, the
     messages so far, what is still open re-opened, then live to the run's end."""
     state = server_state(request)
-    _check_on_disconnect(on_disconnect)
+    check_on_disconnect(on_disconnect)
     state.conversations.check_writable()  # the stream would end at once with a hint
     release = state.gate.open_stream(tenant_name)
     release()  # a free slot, before the log is read

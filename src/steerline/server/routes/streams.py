@@ -12,11 +12,11 @@ from starlette.types import Receive, Scope, Send
 
 from steerline.server.deps import (
     API,
-    CONVERSATION_ID,
     MAX_PRIORITY,
     Conv,
     Tenant,
-    check_conversation_id,
+    check_body_conversation_id,
+    check_on_disconnect,
     resume_point,
     server_state,
 )
@@ -85,13 +85,10 @@ async def agents_stream(
     """
     state = server_state(request)
     mode = check_submit_mode(body.mode)
-    _check_on_disconnect(on_disconnect)  # before the message is accepted
+    check_on_disconnect(on_disconnect)  # before the message is accepted
     conversation_id = body.conversation_id or None
     if conversation_id is not None:
-        # fullmatch: "$" of match() also matches before a final newline
-        if not CONVERSATION_ID.fullmatch(conversation_id):
-            raise HTTPError(400, "invalid_value", "conversation_id has invalid characters")
-        check_conversation_id(conversation_id)
+        check_body_conversation_id(conversation_id, "conversation_id")
     resume_from = resume_point(request)
     service = state.conversations
     release = state.gate.open_stream(tenant_name)
@@ -144,11 +141,6 @@ async def conversation_stream(
     return stream_response(request, state, tenant_name, conv, plan, on_disconnect)
 
 
-def _check_on_disconnect(value: str) -> None:
-    if value not in ("continue", "cancel"):
-        raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
-
-
 def stream_response(
     request: Request,
     state: ServerState,
@@ -162,7 +154,7 @@ def stream_response(
     """The response streaming ``plan`` of the conversation's log: SSE or
     NDJSON by ``Accept``, or ``encoder``'s protocol view (labelled SSE in the
     metrics). Every stream holds one of the tenant's stream slots."""
-    _check_on_disconnect(on_disconnect)
+    check_on_disconnect(on_disconnect)
     kind = "sse" if encoder is not None else choose_framing(request.headers.get("accept"))
     release_slot = state.gate.open_stream(tenant_name)
     detach = conv.attach()

@@ -26,11 +26,11 @@ from starlette.responses import Response
 from steerline.log.base import EventLog
 from steerline.server.deps import (
     API,
-    CONVERSATION_ID,
     MAX_INT,
     Conv,
     Tenant,
-    check_conversation_id,
+    check_body_conversation_id,
+    check_on_disconnect,
     server_state,
 )
 from steerline.server.errors import HTTPError
@@ -88,11 +88,6 @@ def _prompt(body: ChatRequest) -> tuple[str, str]:
     raise HTTPError(400, "invalid_value", "messages has no user message")
 
 
-def _check_on_disconnect(value: str) -> None:
-    if value not in ("continue", "cancel"):
-        raise HTTPError(400, "invalid_value", "on_disconnect must be continue or cancel")
-
-
 @router.post(
     "/chat",
     response_model=None,
@@ -106,10 +101,8 @@ async def chat(
 ) -> StreamingEndpoint:
     """Send the last user message and stream the run that handles it (UI message stream v1)."""
     state = server_state(request)
-    _check_on_disconnect(on_disconnect)  # before the message is accepted
-    if not CONVERSATION_ID.fullmatch(body.id):
-        raise HTTPError(400, "invalid_value", "id (the conversation id) has invalid characters")
-    check_conversation_id(body.id)
+    check_on_disconnect(on_disconnect)  # before the message is accepted
+    check_body_conversation_id(body.id, "id (the conversation id)")
     message_id, text = _prompt(body)
     release = state.gate.open_stream(tenant_name)
     release()  # only checks that a slot is free before the message is accepted
@@ -157,7 +150,7 @@ async def chat_stream(
     """Reconnect to the active run: from its ``start`` chunk (or after chunk
     ``startIndex``) to its ``finish``; 204 when no run is active."""
     state = server_state(request)
-    _check_on_disconnect(on_disconnect)
+    check_on_disconnect(on_disconnect)
     skip = -1
     if start_index is not None:
         if not _INDEX.fullmatch(start_index) or int(start_index) > MAX_INT:
