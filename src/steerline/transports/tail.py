@@ -207,22 +207,22 @@ class LogTail:
                 return EndReason.COMPLETE
             try:
                 batch = await self.log.read(self.conversation_id, cursor, self.settings.batch_limit)
+                if not batch:
+                    if not await self._wait(cursor, sink):
+                        return EndReason.DELETED
+                    continue
             except RetentionError:
                 # Retention dropped events this viewer had not read yet: end
                 # with a hint rather than skip them (a resume then gets a
                 # clear 409 instead of a silent gap).
                 await self._send(sink.hint(self.last_sent), 1.0)
                 return EndReason.SLOW
-            if not batch:
-                try:
-                    if not await self._wait(cursor, sink):
-                        return EndReason.DELETED
-                except StorageUnavailableError:
-                    # Nothing can be committed now: end with a hint; the
-                    # client resumes from it once the store recovers.
-                    await self._send(sink.hint(self.last_sent), 1.0)
-                    return EndReason.UNAVAILABLE
-                continue
+            except StorageUnavailableError:
+                # The store cannot be read or written now (a read, the wait or
+                # the existence check found it down): end with a hint; the
+                # client resumes from it once the store recovers.
+                await self._send(sink.hint(self.last_sent), 1.0)
+                return EndReason.UNAVAILABLE
             cursor = batch[-1].seq
             selected, finished = self._select(batch)
             if selected:
