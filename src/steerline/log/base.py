@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
+import msgspec
 
 # Defined in steerline.core.errors; re-exported here, where they used to live.
 from steerline.core.errors import ConversationExistsError as ConversationExistsError
@@ -30,8 +31,17 @@ from steerline.core.errors import StoreLockedError as StoreLockedError
 ConversationStatus = Literal["idle", "running"]
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):
+    """One committed event of a conversation's log.
+
+    A msgspec ``Struct`` rather than a frozen dataclass: one is built per
+    event appended and per event read back, and a frozen dataclass's
+    ``__init__`` (``object.__setattr__`` per field) cost ~0.76 µs against
+    ~0.08 µs here (benchmarks/README.md). ``gc=False``: it holds only ints,
+    strings and bytes, so it can never be part of a reference cycle, and
+    thousands of them in hot tails are no work for the collector.
+    """
+
     seq: int
     event: str
     """The wire event name (``message_chunk``, ``done``, ...)."""

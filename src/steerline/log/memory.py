@@ -88,9 +88,7 @@ class MemoryEventLog(EventLog):
     ) -> int:
         tail = self._tails[conversation_id]
         seq = tail.next_seq()
-        stored = StoredEvent(
-            seq=seq, event=event, envelope=seal_envelope(envelope_without_seq, seq), run_id=run_id
-        )
+        stored = StoredEvent(seq, event, seal_envelope(envelope_without_seq, seq), run_id)
         events = self._events[conversation_id]
         events.append(stored)
         retention = self.settings.retention_events

@@ -288,14 +288,6 @@ _SELECT_EVENTS = (
 )
 _NO_UPPER = 2**63 - 1
 
-# StoredEvent is a frozen dataclass: its generated __init__ goes through
-# object.__setattr__ once per field (~0.8 µs an event). Reads build thousands
-# of them at once, so they set the slots directly (the same object, ~2x faster).
-_new_event = StoredEvent.__new__
-_set_seq, _set_name, _set_envelope, _set_run_id = (
-    StoredEvent.__dict__[name].__set__ for name in ("seq", "event", "envelope", "run_id")
-)
-
 
 def _select_events(
     conn: sqlite3.Connection, conversation_id: str, after: int, upper: int | None, limit: int
@@ -305,16 +297,7 @@ def _select_events(
         _SELECT_EVENTS,
         (conversation_id, after, _NO_UPPER if upper is None else upper, limit),
     )
-    events: list[StoredEvent] = []
-    add = events.append
-    for seq, name, envelope, run_id in cursor:
-        event = _new_event(StoredEvent)
-        _set_seq(event, seq)
-        _set_name(event, name)
-        _set_envelope(event, envelope)
-        _set_run_id(event, run_id)
-        add(event)
-    return events
+    return [StoredEvent(seq, name, envelope, run_id) for seq, name, envelope, run_id in cursor]
 
 
 @dataclass(slots=True)
@@ -610,11 +593,7 @@ class SqliteEventLog(EventLog):
                 " or was deleted"
             ) from None
         seq = tail.next_seq()
-        stored = _new_event(StoredEvent)
-        _set_seq(stored, seq)
-        _set_name(stored, event)
-        _set_envelope(stored, seal_envelope(envelope_without_seq, seq))
-        _set_run_id(stored, run_id)
+        stored = StoredEvent(seq, event, seal_envelope(envelope_without_seq, seq), run_id)
         self._enqueue((conversation_id, stored))
         return seq
 
