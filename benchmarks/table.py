@@ -935,13 +935,20 @@ def fig_runs(bench: Bench) -> None:
         run_async(runs_round(srv.port, path, body, 50, clients, check_steerline))
         run_async(runs_round(bare.port, bare_path, body, 50, clients, check_bare))
         bench.note("runs", f"{n} events per run ({size} B message_chunk), {clients} clients")
+        server_ms, server_load = Pairs(), Pairs()
         for _ in range(rounds):
+            s_cpu, start = srv.cpu_seconds(), time.perf_counter()
             s, s_busy = run_async(runs_round(srv.port, path, body, total, clients, check_steerline))
+            s_wall, s_cpu = time.perf_counter() - start, srv.cpu_seconds() - s_cpu
+            b_cpu, start = bare.cpu_seconds(), time.perf_counter()
             b, b_busy = run_async(
                 runs_round(bare.port, bare_path, body, total, clients, check_bare)
             )
+            b_wall, b_cpu = time.perf_counter() - start, bare.cpu_seconds() - b_cpu
             rate.add(s, b)
             busy.add(s_busy, b_busy)
+            server_ms.add(s_cpu / total * 1e3, b_cpu / total * 1e3)
+            server_load.add(s_cpu / s_wall, b_cpu / b_wall)
     bench.rows["runs"] = [
         Row(
             f"runs/s, {total:,} short runs, {clients} clients, sqlite",
@@ -953,6 +960,12 @@ def fig_runs(bench: Bench) -> None:
         )
     ]
     bench.note("runs", f"runs/s per pair: {rate.samples()}")
+    bench.note(
+        "runs",
+        "server CPU per run, ms (/proc/PID/stat, all threads), per pair: "
+        f"{server_ms.samples(lambda x: f'{x:.2f}')}; server CPU / wall per pair: "
+        f"{server_load.samples(pct)}",
+    )
     bench.note("runs", f"client CPU per pair: {busy.samples(pct)}")
 
 
