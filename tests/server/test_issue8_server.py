@@ -201,8 +201,14 @@ async def test_every_acknowledged_websocket_follow_up_is_delivered(
             acked = []
             for i in range(count):
                 reply = await socket.reply(i)
+                if reply["type"] == "error":
+                    # sent faster than the runs take them: the inbox limit (100)
+                    # refuses the excess, clearly, and nothing is half-accepted
+                    assert reply["error"]["code"] == "queue_full", reply
+                    continue
                 assert reply["type"] == "ack", reply
                 acked.append(reply["message_id"])
+            assert len(acked) >= 100, "at least a full inbox of follow-ups is accepted"
         with anyio.fail_after(30):
             while True:
                 status = (await http.get(f"{server.api}/conversations/{cid}")).json()
