@@ -14,7 +14,7 @@ import pytest
 
 from steerline.log.base import ConversationRecord, StoredEvent
 from steerline.log.redis import RedisEventLog
-from steerline.transports.tail import EndReason, LogTail, StreamPlan
+from steerline.transports.tail import EndReason, LogTail, StreamPlan, StreamSettings
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -57,3 +57,29 @@ async def test_a_viewer_reading_while_redis_is_down_ends_with_a_hint(
     finally:
         redis_server.start()
         await viewer_log.close()
+
+
+async def test_a_viewer_waiting_on_redis_is_ended_by_the_outage_not_a_heartbeat(
+    redis_server: RedisServer,
+) -> None:
+    """The reader noticing the outage ends the wait at once; the next
+    heartbeat (an hour away here) is not what ends it."""
+    log = RedisEventLog(f"{redis_server.url}?prefix=waiting")
+    await log.open()
+    try:
+        await log.create_conversation(ConversationRecord(id="c1"))
+        tail = LogTail(log, "c1", StreamPlan(after=0), StreamSettings(ping_interval=3600))
+        sink = Sink()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as group:
+
+                async def view() -> None:
+                    assert await tail.run(sink) is EndReason.UNAVAILABLE
+
+                group.start_soon(view)
+                await anyio.wait_all_tasks_blocked()
+                redis_server.stop()
+        assert sink.hints == [0]
+    finally:
+        redis_server.start()
+        await log.close()

@@ -687,17 +687,8 @@ class SqliteEventLog(EventLog):
         if tail.committed_seq > after or tail.deleted:
             return
         self._check_waitable()
-        changed = self._changed
-        assert changed is not None  # tails exist only once open() ran
-        async with anyio.create_task_group() as tg:
-
-            async def watch_change() -> None:
-                await changed.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_change)
-            await tail.wait(after)
-            tg.cancel_scope.cancel()
+        # an outage or close() wakes every tail (_signal_change): no task per wait
+        await tail.wait(after)
         if tail.committed_seq <= after and not tail.deleted:
             self._check_waitable()
 
@@ -811,6 +802,8 @@ class SqliteEventLog(EventLog):
         changed, self._changed = self._changed, anyio.Event()
         if changed is not None:
             changed.set()
+        for tail in self._tails.values():
+            tail.wake()
 
     async def _command(self, command: _Command) -> object:
         """Queue ``command`` and wait for the transaction that holds it.

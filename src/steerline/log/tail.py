@@ -90,6 +90,8 @@ class ConversationTail:
     _next_wake_at: float = 0.0
     _dirty: bool = False
     """A commit came while a fan-out was in progress."""
+    _wakeups: int = 0
+    """How many times :meth:`wake` ran: a wait it interrupted returns."""
 
     def next_seq(self) -> int:
         self.assigned_seq += 1
@@ -124,7 +126,11 @@ class ConversationTail:
 
     def wake(self) -> None:
         """Wake every waiter now (deletion, outage); costs nothing when nobody
-        waits (the common case for a conversation without live viewers)."""
+        waits (the common case for a conversation without live viewers).
+
+        The waits end (:meth:`wait` returns even with nothing new): the
+        caller then asks the store why (deleted, unavailable, closed)."""
+        self._wakeups += 1
         if self._wake_handle is not None:
             self._wake_handle.cancel()
             self._wake_handle = None
@@ -147,9 +153,10 @@ class ConversationTail:
 
     async def wait(self, after: int) -> None:
         """Return once ``committed_seq > after``, the conversation is deleted,
-        or the context's :class:`Waiter` was woken early."""
+        :meth:`wake` ran, or the context's :class:`Waiter` was woken early."""
         waiter = current_waiter.get()
-        while self.committed_seq <= after and not self.deleted:
+        wakeups = self._wakeups
+        while self.committed_seq <= after and not self.deleted and self._wakeups == wakeups:
             if waiter is not None:
                 if waiter.early:
                     waiter.early = False
