@@ -32,6 +32,7 @@ from steerline.server.routes import ROUTERS
 from steerline.server.serving import install_log_filter
 from steerline.server.settings import ServerSettings
 from steerline.server.state import ServerState
+from steerline.server.stream_route import StreamRoute
 from steerline.server.web_page import install_web_page
 from steerline.service.agents import AgentRegistry
 from steerline.service.service import ConversationService
@@ -95,6 +96,8 @@ def create_app(
     install_web_page(app)  # the page at /
     install_openapi(app, settings)
     app.state.steerline = state  # what the routes reach through request.app
+    # added first: the innermost of the middleware, in front of FastAPI's router
+    app.add_middleware(StreamRoute)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -129,7 +129,22 @@ async def conversation_stream(
     follow: bool = False,
     on_disconnect: str = "continue",
 ) -> StreamingEndpoint:
-    """Join or resume: replay the events after ``Last-Event-ID``/``after``, then live."""
+    """Join or resume: replay the events after ``Last-Event-ID``/``after``, then live.
+
+    Served by :class:`steerline.server.stream_route.StreamRoute` in front of
+    FastAPI (this declaration documents it and serves what that passes on).
+    """
+    return await join_stream(request, tenant_name, conv, follow, on_disconnect)
+
+
+async def join_stream(
+    request: Request,
+    tenant_name: str,
+    conv: ConversationHandle,
+    follow: bool,
+    on_disconnect: str,
+) -> StreamingEndpoint:
+    """The body of ``GET …/conversations/{id}/stream`` once its parameters are read."""
     state = server_state(request)
     state.conversations.check_writable()  # the stream would end at once with a hint
     start = resume_point(request)
