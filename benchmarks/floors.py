@@ -111,12 +111,12 @@ async def steer_latencies(log: EventLog, steers: int) -> list[float]:
 
         class Watch(QuietSink):
             async def events(self, batch: list[StoredEvent]) -> None:
-                nonlocal chunks
+                nonlocal chunks, ready
                 sse_events(batch)
                 for event in batch:
                     if event.event == "message_chunk":
                         chunks += 1
-                        if chunks == 3:
+                        if chunks >= 3:
                             ready.set()
                     elif (
                         steer_id
@@ -124,6 +124,8 @@ async def steer_latencies(log: EventLog, steers: int) -> list[float]:
                         and steer_id.encode() in event.envelope
                     ):
                         samples.append(time.perf_counter() - sent_at)
+                        # steer again after 3 chunks of the new answer
+                        chunks, ready = 0, anyio.Event()
                         visible.set()
 
         tail = LogTail(log, conv.id, StreamPlan(after=log.committed_seq(conv.id)))
@@ -132,7 +134,7 @@ async def steer_latencies(log: EventLog, steers: int) -> list[float]:
             for i in range(steers):
                 with anyio.fail_after(30):
                     await ready.wait()
-                chunks, ready, visible = 0, anyio.Event(), anyio.Event()
+                visible = anyio.Event()
                 steer_id = f"steer-{i}-x"
                 sent_at = time.perf_counter()
                 await conv.submit(f"/delay 5 {words}", mode="interrupt", message_id=steer_id)

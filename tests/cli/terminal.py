@@ -4,6 +4,12 @@ The child (``steerline chat``) gets a pty of a fixed size as stdin, stdout and
 stderr; a thread reads everything it writes into a pyte screen, which answers
 cursor position requests as a terminal does. Tests look at the screen with
 :meth:`Terminal.wait_for`, which polls it against a deadline (no sleeps).
+
+Like the terminals ``steerline chat`` is written for, it honours synchronized
+updates (DEC mode 2026): what the child writes between ``ESC [?2026h`` and
+``ESC [?2026l`` (an erase, the lines printed above, the redraw: three writes)
+is shown at once at the end. pyte alone would show the steps in between, a
+screen no user sees, and a test could catch one.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -21,6 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyte
+
+_SYNC_MARK = re.compile(rb"\x1b\[\?2026([hl])")
 
 
 class _Screen(pyte.Screen):  # type: ignore[misc]
@@ -49,6 +58,10 @@ class Terminal:
         self.screen = _Screen(columns, rows, self._answer)
         self.stream = pyte.ByteStream(self.screen)
         self.output = bytearray()
+        self._shown: list[str] = [""] * rows
+        """The screen as last shown: not updated inside a synchronized update."""
+        self._in_sync = False
+        self._scan = b""
         self._changed = threading.Condition()
         self.closed = False
         self.process = subprocess.Popen(
@@ -78,11 +91,24 @@ class Terminal:
             with self._changed:
                 if not data:
                     self.closed = True
-                    self._changed.notify_all()
+                    self._show()
                     return
                 self.output += data
+                # pyte gets every byte at once (its answers to cursor position
+                # requests must see them); the screen is shown when no
+                # synchronized update is open
                 self.stream.feed(data)
-                self._changed.notify_all()
+                self._scan += data
+                marks = _SYNC_MARK.findall(self._scan)
+                if marks:
+                    self._in_sync = marks[-1] == b"h"
+                self._scan = self._scan[-7:]  # a mark split across two reads
+                if not self._in_sync:
+                    self._show()
+
+    def _show(self) -> None:
+        self._shown = [line.rstrip() for line in self.screen.display]
+        self._changed.notify_all()
 
     def send(self, keys: str | bytes) -> None:
         os.write(self.master, keys.encode() if isinstance(keys, str) else keys)
@@ -90,7 +116,7 @@ class Terminal:
     # -- the screen ---------------------------------------------------------------
     def lines(self) -> list[str]:
         with self._changed:
-            return [line.rstrip() for line in self.screen.display]
+            return list(self._shown)
 
     def text(self) -> str:
         """The screen, one row per line, trailing spaces removed."""

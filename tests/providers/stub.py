@@ -294,6 +294,8 @@ class Stub:
         self.requests: list[Recorded] = []
         self.disconnected = anyio.Event()
         self.disconnected_at: float | None = None
+        self.frames_at_disconnect: int | None = None
+        """``frames_sent`` when the client went away (the stub's own pace, not the clock)."""
         self.frames_sent = 0
         self.streaming = anyio.Event()
         """Set once a ``forever`` reply has started its endless part."""
@@ -419,6 +421,7 @@ class Stub:
             message = await receive()
             if message["type"] == "http.disconnect":
                 self.disconnected_at = time.monotonic()
+                self.frames_at_disconnect = self.frames_sent
                 self.disconnected.set()
                 gone.set()
 

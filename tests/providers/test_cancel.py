@@ -1,12 +1,14 @@
 """Abort and an ``immediate`` steer close the provider's HTTP stream at once.
 
-The stub streams slowly and forever; it records when the client went away,
-which must be within 100 ms of ``abort()`` / ``steer()``.
+The stub streams forever, a frame every 20 ms; it records how many frames it
+had sent when the client went away: at most ``FRAMES_AFTER_CLOSE`` after
+``abort()`` / ``steer()`` (100 ms of its pace). Counted in frames, not on the
+clock: the stub shares the test's event loop, so a loaded machine that does
+not schedule the process for a while delays the frames as much as the close.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +24,7 @@ from .stub import AnthropicWire, OpenAIWire, StreamReply, Stub
 
 pytestmark = pytest.mark.anyio
 
-DISCONNECT_WITHIN = 0.1
+FRAMES_AFTER_CLOSE = 5
 
 
 @dataclass
@@ -87,13 +89,13 @@ async def test_abort_closes_the_stream(stub: Stub, flavor: Flavor) -> None:
             await recorder.wait_for(is_text_delta)
             with anyio.fail_after(5):
                 await stub.streaming.wait()
-            started = time.monotonic()
+            sent = stub.frames_sent
             agent.abort()
             with anyio.fail_after(2):
                 await stub.disconnected.wait()
                 await agent.wait_for_idle()
-        assert stub.disconnected_at is not None
-        assert stub.disconnected_at - started < DISCONNECT_WITHIN
+        assert stub.frames_at_disconnect is not None
+        assert stub.frames_at_disconnect - sent <= FRAMES_AFTER_CLOSE
         [end] = recorder.of_type("agent_end")
         assert end.stop_reason == "aborted"
         message = recorder.of_type("turn_end")[0].message
@@ -117,14 +119,14 @@ async def test_immediate_steer_closes_the_stream_and_the_run_goes_on(
             await recorder.wait_for(is_text_delta)
             with anyio.fail_after(5):
                 await stub.streaming.wait()
-            started = time.monotonic()
+            sent = stub.frames_sent
             agent.steer("stop and answer briefly")
             with anyio.fail_after(2):
                 await stub.disconnected.wait()
             with anyio.fail_after(5):
                 await agent.wait_for_idle()
-        assert stub.disconnected_at is not None
-        assert stub.disconnected_at - started < DISCONNECT_WITHIN
+        assert stub.frames_at_disconnect is not None
+        assert stub.frames_at_disconnect - sent <= FRAMES_AFTER_CLOSE
         [end] = recorder.of_type("agent_end")
         assert end.stop_reason == "completed"
         first, second = (e.message for e in recorder.of_type("turn_end"))

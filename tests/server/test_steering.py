@@ -7,6 +7,7 @@ tests also register ``demo-seq``, the demo model with sequential tools.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from steerline.runtime.agent import Agent
 from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry, AgentSpec
 from steerline.service.service import ServiceLimits
+from steerline.tools.base import tool
 from steerline.tools.builtin import demo_tools
 from tests.server.clients import (
     Envelope,
@@ -25,6 +27,7 @@ from tests.server.clients import (
     client,
     error_of,
     first,
+    in_server,
     names,
     new_conversation,
     open_socket,
@@ -61,6 +64,37 @@ def sequential_registry() -> AgentRegistry:
 @pytest.fixture
 def seq_server(make_server: Callable[..., RunningServer]) -> RunningServer:
     return make_server(ServerSettings(store="memory://"), sequential_registry())
+
+
+class Gate:
+    """A ``hold`` tool that runs until the test opens the gate: messages sent
+    while it runs are queued whatever the machine's load (a ``sleep`` of a
+    second ends before them when three requests take longer than that)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()  # bound to the server's loop by its first wait
+
+        @tool
+        async def hold() -> str:
+            """Wait until the test lets the run go on."""
+            await self.event.wait()
+            return "released"
+
+        self.registry = AgentRegistry(
+            [
+                AgentSpec(
+                    name="demo-gate",
+                    build=lambda: Agent(model=DemoModel(), tools=[*demo_tools(), hold]),
+                    description="demo with a tool the test releases",
+                )
+            ]
+        )
+
+    async def open(self, server: RunningServer) -> None:
+        async def release() -> None:
+            self.event.set()
+
+        await in_server(server, release)
 
 
 def is_sleep_started(event: Envelope) -> bool:
@@ -324,18 +358,24 @@ async def test_steer_or_follow_up_on_idle_conversation_is_the_prompt(
     assert text_of(events) == "Echo: go"
 
 
-async def test_follow_up_by_post_while_busy_and_steer_served_first(server: RunningServer) -> None:
+async def test_follow_up_by_post_while_busy_and_steer_served_first(
+    make_server: Callable[..., RunningServer],
+) -> None:
     """Queued follow-ups wait; a later steer is still served before them (SPEC §2.2)."""
+    gate = Gate()
+    server = make_server(ServerSettings(store="memory://"), gate.registry)
     async with (
         client() as http,
         open_stream(
             http,
             "POST",
             f"{server.api}/agents/stream",
-            json={"query": '/call sleep {"seconds": 1}'},
+            json={"query": "/call hold {}", "agent_name": "demo-gate"},
         ) as stream,
     ):
-        await stream.until(is_sleep_started)
+        await stream.until(
+            lambda e: e["event"] == "tool_call_started" and payload(e)["tool_name"] == "hold"
+        )
         cid = stream.events[0]["data"]["conversation_id"]
         url = f"{server.api}/conversations/{cid}/messages"
         follow = await http.post(url, json={"content": "second", "mode": "follow_up"})
@@ -349,10 +389,12 @@ async def test_follow_up_by_post_while_busy_and_steer_served_first(server: Runni
         assert [m["id"] for m in status["queue"]["follow_up"]] == [follow.json()["message_id"]]
         steer = await http.post(url, json={"content": "first", "mode": "steer"})
         assert steer.status_code == 202
+        assert steer.json()["queued"] is True
+        await gate.open(server)  # the tool ends with both messages queued
         events = await stream.finish()
     threads = [e for e in events if e["event"] == "thread_started"]
     assert [(payload(t)["content"], t["data"]["metadata"]["delivery"]) for t in threads] == [
-        ('/call sleep {"seconds": 1}', "prompt"),
+        ("/call hold {}", "prompt"),
         ("first", "steer"),
         ("second", "follow_up"),
     ]

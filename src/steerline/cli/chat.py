@@ -45,6 +45,7 @@ from prompt_toolkit.layout import (
 )
 from prompt_toolkit.layout.dimension import Dimension
 from prompt_toolkit.output import Output
+from prompt_toolkit.renderer import CPR_Support
 from prompt_toolkit.renderer import print_formatted_text as render_fragments
 from prompt_toolkit.shortcuts import print_formatted_text
 from prompt_toolkit.styles import Style
@@ -150,6 +151,13 @@ class ChatView:
             input=input,
             output=output,
         )
+        # No cursor position request: its answer only tells how many rows are
+        # below the cursor *when it was asked*, and an answer that arrives after
+        # lines were printed above (a slow terminal, a loaded machine) makes the
+        # application as tall as that stale count: the terminal scrolls the
+        # banner and the history's first lines off the screen. The application
+        # draws at its own height below the printed lines, reserved or not.
+        self.app.renderer.cpr_support = CPR_Support.NOT_SUPPORTED
         self.app.ttimeoutlen = ESCAPE_DELAY
         self.app.timeoutlen = ESCAPE_DELAY
         self.app.before_render += self._print_committed
