@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -95,6 +96,29 @@ class Gate:
             self.event.set()
 
         await in_server(server, release)
+
+
+@dataclass
+class Gated:
+    server: RunningServer
+    gate: Gate
+
+    async def open(self) -> None:
+        await self.gate.open(self.server)
+
+
+@pytest.fixture
+def gated(make_server: Callable[..., RunningServer]) -> Gated:
+    """A server whose ``demo-gate`` agent holds its run in ``/call hold {}``."""
+    gate = Gate()
+    return Gated(make_server(ServerSettings(store="memory://"), gate.registry), gate)
+
+
+HOLD = {"query": "/call hold {}", "agent_name": "demo-gate"}
+
+
+def is_hold_started(event: Envelope) -> bool:
+    return bool(event["event"] == "tool_call_started" and payload(event)["tool_name"] == "hold")
 
 
 def is_sleep_started(event: Envelope) -> bool:
@@ -250,38 +274,39 @@ async def test_interrupt_mode_on_agents_stream(seq_server: RunningServer) -> Non
     assert status["steering_policy"] == "after_tool", "interrupt does not change the policy"
 
 
-async def test_follow_up_on_busy_conversation_waits_for_the_run(server: RunningServer) -> None:
-    async with client() as http:
-        cid = await new_conversation(http, server)
+async def test_follow_up_on_busy_conversation_waits_for_the_run(gated: Gated) -> None:
+    server = gated.server
+    async with (
+        client() as http,
+        open_stream(http, "POST", f"{server.api}/agents/stream", json=HOLD) as running,
+    ):
+        await running.until(is_hold_started)
+        cid = running.events[0]["data"]["conversation_id"]
         async with open_stream(
             http,
             "POST",
             f"{server.api}/agents/stream",
-            json={"query": '/call sleep {"seconds": 1}', "conversation_id": cid},
-        ) as running:
-            await running.until(is_sleep_started)
-            async with open_stream(
-                http,
-                "POST",
-                f"{server.api}/agents/stream",
-                json={
-                    "query": "afterwards",
-                    "conversation_id": cid,
-                    "mode": "follow_up",
-                    "message_id": "fu-1",
-                },
-            ) as follow:
-                events = await follow.rest()
-            first_events = await running.finish()
+            json={
+                "query": "afterwards",
+                "conversation_id": cid,
+                "mode": "follow_up",
+                "message_id": "fu-1",
+            },
+        ) as follow:
+            await follow.until("message_queued")
+            await gated.open()  # the tool ends with the follow-up queued
+            await follow.rest()
+            events = follow.events
+        first_events = await running.finish()
     assert names(events)[0] == "message_queued"
     assert payload(events[0]) == {"message_id": "fu-1", "delivery": "follow_up", "position": 0}
     assert_contiguous(events)
     # the run finishes its tool work first, then takes the follow-up in the same task
-    sleep_done = first(events, "tool_call_completed", tool_name="sleep")
+    hold_done = first(events, "tool_call_completed", tool_name="hold")
     thread = first(events, "thread_started", content="afterwards")
-    assert sleep_done["seq"] < thread["seq"]
+    assert hold_done["seq"] < thread["seq"]
     assert thread["data"]["metadata"] == {"delivery": "follow_up", "message_id": "fu-1"}
-    assert "Results: sleep=slept 1s" in text_of(events)
+    assert "Results: hold=released" in text_of(events)
     assert text_of(events).endswith("Echo: afterwards")
     assert names(events).count("task_started") == 0
     assert payload(events[-1]) == {"stop_reason": "completed"}
@@ -289,24 +314,25 @@ async def test_follow_up_on_busy_conversation_waits_for_the_run(server: RunningS
     assert first_events[-1] == events[-1]
 
 
-async def test_auto_mode_on_busy_conversation_is_a_follow_up(server: RunningServer) -> None:
-    async with client() as http:
-        cid = await new_conversation(http, server)
+async def test_auto_mode_on_busy_conversation_is_a_follow_up(gated: Gated) -> None:
+    server = gated.server
+    async with (
+        client() as http,
+        open_stream(http, "POST", f"{server.api}/agents/stream", json=HOLD) as running,
+    ):
+        await running.until(is_hold_started)
+        cid = running.events[0]["data"]["conversation_id"]
         async with open_stream(
             http,
             "POST",
             f"{server.api}/agents/stream",
-            json={"query": '/call sleep {"seconds": 1}', "conversation_id": cid},
-        ) as running:
-            await running.until(is_sleep_started)
-            async with open_stream(
-                http,
-                "POST",
-                f"{server.api}/agents/stream",
-                json={"query": "next", "conversation_id": cid},
-            ) as auto:
-                events = await auto.rest()
-            await running.rest()
+            json={"query": "next", "conversation_id": cid},
+        ) as auto:
+            await auto.until("message_queued")
+            await gated.open()
+            await auto.rest()
+            events = auto.events
+        await running.rest()
     assert names(events)[0] == "message_queued"
     assert payload(events[0])["delivery"] == "follow_up"
     assert first(events, "thread_started", content="next")["data"]["metadata"]["delivery"] == (
@@ -314,11 +340,15 @@ async def test_auto_mode_on_busy_conversation_is_a_follow_up(server: RunningServ
     )
 
 
-async def test_reject_mode(server: RunningServer) -> None:
+async def test_reject_mode(gated: Gated) -> None:
+    server = gated.server
     async with client() as http:
         # on an idle conversation, reject starts a run like any prompt
         async with open_stream(
-            http, "POST", f"{server.api}/agents/stream", json={"query": "idle", "mode": "reject"}
+            http,
+            "POST",
+            f"{server.api}/agents/stream",
+            json={"query": "idle", "mode": "reject", "agent_name": "demo-gate"},
         ) as stream:
             events = await stream.rest()
         cid = events[0]["data"]["conversation_id"]
@@ -327,14 +357,15 @@ async def test_reject_mode(server: RunningServer) -> None:
             http,
             "POST",
             f"{server.api}/agents/stream",
-            json={"query": '/call sleep {"seconds": 1}', "conversation_id": cid},
+            json={**HOLD, "conversation_id": cid},
         ) as running:
-            await running.until(is_sleep_started)
+            await running.until(is_hold_started)
             response = await http.post(
                 f"{server.api}/agents/stream",
                 json={"query": "busy?", "conversation_id": cid, "mode": "reject"},
             )
             error_of(response, 409, "conversation_busy")
+            await gated.open()
             await running.rest()
         log = await read_log(http, server, cid)
     assert "busy?" not in [payload(e).get("content") for e in log], "nothing was queued"
@@ -402,21 +433,18 @@ async def test_follow_up_by_post_while_busy_and_steer_served_first(
     assert names(events).count("done") == 1
 
 
-async def test_duplicate_message_id_queues_nothing(server: RunningServer) -> None:
+async def test_duplicate_message_id_queues_nothing(gated: Gated) -> None:
+    server = gated.server
     async with (
         client() as http,
-        open_stream(
-            http,
-            "POST",
-            f"{server.api}/agents/stream",
-            json={"query": '/call sleep {"seconds": 1}'},
-        ) as stream,
+        open_stream(http, "POST", f"{server.api}/agents/stream", json=HOLD) as stream,
     ):
-        await stream.until(is_sleep_started)
+        await stream.until(is_hold_started)
         cid = stream.events[0]["data"]["conversation_id"]
         url = f"{server.api}/conversations/{cid}/messages"
         one = await http.post(url, json={"content": "once", "id": "same"})
         two = await http.post(url, json={"content": "once", "id": "same"})
+        await gated.open()
         again = await http.post(
             f"{server.api}/agents/stream",
             json={"query": "once", "conversation_id": cid, "message_id": "same"},
