@@ -193,6 +193,8 @@ class EventLog(abc.ABC):
     async def wait(self, conversation_id: str, after: int) -> None:
         """Return once ``committed_seq > after`` (or the conversation is deleted).
 
+        It may also return with nothing new (the store recovered from an
+        outage, a heartbeat is due): callers check ``committed_seq`` again.
         Raises ``StorageUnavailableError`` when the store cannot write (then
         or meanwhile): nothing new will come until it recovers, and a viewer
         should end with a resume hint rather than hang.
