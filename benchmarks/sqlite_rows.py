@@ -7,10 +7,10 @@ The SSE figure on the sqlite store is bounded by the writer's cost per event
 WAL file with steerline's ``events`` table (``WITHOUT ROWID``, primary key
 ``(conversation_id, seq)``, ``synchronous=NORMAL``), 19 968 events of 274
 bytes inserted in transactions of 8, 64 and 256 events the way the writer
-does (multi-row ``INSERT`` statements), against the same events packed
-``per_row`` to a row (one blob per transaction, what a schema that stores a
-commit's run of a conversation's events in one row would write). Wall time
-and CPU time (``time.process_time``) per event, best of 3.
+does (multi-row ``INSERT`` statements; the schema is steerline's own),
+against the same events packed to a row (one blob per transaction, what a
+schema that stores a commit's run of a conversation's events in one row
+would write). Wall time and CPU time (``time.process_time``) per event, best of 3.
 """
 
 from __future__ import annotations
@@ -21,19 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from steerline.log.sqlite import _SCHEMA  # the very table the writer fills
+
 EVENTS = 19_968  # a multiple of every batch size below
 ENVELOPE = b"x" * 274
 CONVERSATION = "conv-0123456789abcdef"
-SCHEMA = """
-CREATE TABLE events (
-    conversation_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event TEXT NOT NULL,
-    run_id TEXT,
-    envelope BLOB NOT NULL,
-    PRIMARY KEY (conversation_id, seq)
-) WITHOUT ROWID;
-"""
 
 
 def insert(path: Path, batch: int, packed: bool) -> tuple[float, float]:
@@ -44,7 +36,7 @@ def insert(path: Path, batch: int, packed: bool) -> tuple[float, float]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
+    conn.executescript(_SCHEMA)
     rows = [
         (CONVERSATION, i + 1, "message_chunk", "run-0123456789abcdef", ENVELOPE)
         for i in range(EVENTS)
