@@ -41,3 +41,23 @@ async def test_configured_origins_get_cors_headers(
             f"{server.api}/agents/stream", headers={**PREFLIGHT, "Origin": "http://evil.test"}
         )
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_a_joined_stream_carries_cors_headers(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    """``GET …/stream`` is served in front of FastAPI's router, still inside
+    the CORS middleware: a page on an allowed origin can read it."""
+    server = make_server(
+        ServerSettings(store="memory://", cors_origins=("http://app.example.test",))
+    )
+    async with httpx2.AsyncClient(timeout=10) as client:
+        created = await client.post(f"{server.api}/agents/stream", json={"query": "hi"})
+        cid = created.text.split('"conversation_id":"', 1)[1].split('"', 1)[0]
+        origin = {"Origin": "http://app.example.test"}
+        joined = await client.get(f"{server.api}/conversations/{cid}/stream", headers=origin)
+        assert joined.status_code == 200
+        assert joined.headers["access-control-allow-origin"] == "http://app.example.test"
+        missing = await client.get(f"{server.api}/conversations/nope/stream", headers=origin)
+        assert missing.status_code == 404
+        assert missing.headers["access-control-allow-origin"] == "http://app.example.test"
