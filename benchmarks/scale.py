@@ -56,7 +56,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -77,6 +76,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _report import check_run, k, load, machine
 from _server_proc import (
     Server,
     _die_with_parent,
@@ -293,15 +293,7 @@ def median_usage(usages: list[Usage]) -> Usage:
     )
 
 
-# -- formatting ------------------------------------------------------------------------
-def k(value: float) -> str:
-    if value >= 100_000:
-        return f"{value / 1000:.0f} k"
-    if value >= 1000:
-        return f"{value / 1000:.1f} k"
-    return f"{value:.0f}"
-
-
+# -- pairs of samples ----------------------------------------------------------------------
 @dataclass
 class Pairs:
     """Interleaved samples, 1 process / 2 processes; ratios are two / one."""
@@ -350,19 +342,6 @@ class Bench:
 
 
 # -- checks ----------------------------------------------------------------------------
-def check_run(result: StreamResult, what: str, events: int | None = None) -> None:
-    if result.status != 200:
-        raise RuntimeError(f"{what}: HTTP {result.status}: {result.tail[-500:]!r}")
-    if result.hints:
-        raise RuntimeError(f"{what}: the server ended the stream with a resume hint")
-    if b'"event":"done"' not in result.tail[-1000:]:
-        raise RuntimeError(f"{what}: the stream did not end with done: ...{result.tail[-300:]!r}")
-    if b'"stop_reason":"completed"' not in result.tail[-1000:]:
-        raise RuntimeError(f"{what}: the run did not complete: ...{result.tail[-300:]!r}")
-    if events is not None and result.events != events:
-        raise RuntimeError(f"{what}: {result.events} events, expected {events}")
-
-
 def post_run(port: int, query: str, conversation: str | None = None) -> StreamResult:
     body: dict[str, str] = {"query": query}
     if conversation is not None:
@@ -806,21 +785,6 @@ def steps(chosen: list[str]) -> list[tuple[str, Callable[[Bench], None]]]:
         out.append(("steer", again))
     out.append(("idle", fig_idle))
     return out
-
-
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def redis_version() -> str:

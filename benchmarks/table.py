@@ -27,7 +27,6 @@ import gc
 import json
 import math
 import os
-import platform
 import re
 import resource
 import shutil
@@ -49,6 +48,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _report import check_run, k, load, machine, num, pct
 from _server_proc import (
     VENV_BIN,
     Server,
@@ -88,30 +88,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-# -- formatting ----------------------------------------------------------------------------
-def k(value: float) -> str:
-    """Events/s: ``29.7 k``, ``140 k``."""
-    if value >= 100_000:
-        return f"{value / 1000:.0f} k"
-    if value >= 1000:
-        return f"{value / 1000:.1f} k"
-    return f"{value:.0f}"
-
-
-def num(value: float) -> str:
-    if math.isinf(value):
-        return "inf"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def pct(value: float) -> str:
-    return f"{value * 100:.0f} %"
-
-
+# -- pairs of samples ----------------------------------------------------------------------
 @dataclass
 class Pairs:
     """Interleaved samples of steerline and its baseline; ratios are steerline / baseline."""
@@ -282,20 +259,6 @@ def last_id(tail: bytes) -> int:
     if not ids:
         raise RuntimeError(f"no event id in the stream: ...{tail[-300:]!r}")
     return int(ids[-1])
-
-
-def check_run(result: StreamResult, what: str, events: int | None = None) -> None:
-    """A steerline run's stream: 200, no resume hint, ends with a completed ``done``."""
-    if result.status != 200:
-        raise RuntimeError(f"{what}: HTTP {result.status}: {result.tail[-500:]!r}")
-    if result.hints:
-        raise RuntimeError(f"{what}: the server ended the stream with a resume hint")
-    if b'"event":"done"' not in result.tail[-1000:]:
-        raise RuntimeError(f"{what}: the stream did not end with done: ...{result.tail[-300:]!r}")
-    if b'"stop_reason":"completed"' not in result.tail[-1000:]:
-        raise RuntimeError(f"{what}: the run did not complete: ...{result.tail[-300:]!r}")
-    if events is not None and result.events != events:
-        raise RuntimeError(f"{what}: {result.events} events, expected {events}")
 
 
 def post_json(port: int, path: str, body: object) -> StreamResult:
@@ -1046,21 +1009,6 @@ RUNNERS: dict[str, Callable[[Bench], None]] = {
     "runs": fig_runs,
     "replay": fig_replay,
 }
-
-
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def print_table(bench: Bench, started: str, load_before: str, elapsed: float) -> None:
