@@ -34,13 +34,13 @@ from steerline.server.deps import (
 from steerline.server.errors import HTTPError
 from steerline.server.routes.streams import (
     StreamingEndpoint,
+    accept_message,
     check_resume_point,
     join_plan,
-    message_plan,
     stream_response,
 )
 from steerline.server.state import ServerState
-from steerline.service.conversation import check_message_size, check_submit_mode
+from steerline.service.conversation import check_submit_mode
 from steerline.service.service import ConversationHandle
 from steerline.transports.agui import AguiEncoder
 from steerline.wire.agui import AguiTranslator
@@ -130,15 +130,9 @@ async def run_agent(
     message_id, text = _prompt(body.messages)
     check_text(body.run_id, "runId")
     submit_mode = check_submit_mode(mode)
-    release = state.gate.open_stream(tenant_name)
-    release()  # only checks that a slot is free before the message is accepted
-    # before get_or_create: a refused message must not create a conversation
-    check_message_size(text, state.settings.service.inbox.max_message_bytes)
-    conv, created = await state.conversations.get_or_create(tenant_name, thread_id, agent)
-    acceptance = await conv.submit(
-        text, mode=submit_mode, message_id=message_id, start_if_idle=True, fresh=created
+    conv, plan = await accept_message(
+        state, tenant_name, thread_id, agent, text, mode=submit_mode, message_id=message_id
     )
-    plan = message_plan(state, conv, acceptance, acceptance.after)
     translator = AguiTranslator(thread_id, (m.id for m in body.messages))
     opening = translator.start(body.run_id)
     encoder = AguiEncoder(translator, opening, state.settings.stream.retry_ms)

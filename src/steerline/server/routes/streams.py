@@ -26,6 +26,7 @@ from steerline.server.state import ServerState
 from steerline.service.conversation import (
     SUBMIT_MODES,
     Acceptance,
+    SubmitMode,
     check_message_size,
     check_submit_mode,
 )
@@ -91,10 +92,7 @@ async def agents_stream(
         check_body_conversation_id(conversation_id, "conversation_id")
     resume_from = resume_point(request)
     service = state.conversations
-    release = state.gate.open_stream(tenant_name)
-    release()  # only checks that a slot is free before the message is accepted
-    # before get_or_create: a refused message must not create a conversation
-    check_message_size(body.query, state.settings.service.inbox.max_message_bytes)
+    check_admission(state, tenant_name, body.query)
     if resume_from and not await _exists(state, tenant_name, conversation_id):
         # a new conversation has no event N: its stream would wait forever for a
         # done after N
@@ -154,6 +152,36 @@ async def join_stream(
         await check_resume_point(state, conv, start)
     plan = join_plan(state, conv, start, follow)
     return stream_response(request, state, tenant_name, conv, plan, on_disconnect)
+
+
+def check_admission(state: ServerState, tenant_name: str, text: str) -> None:
+    """What refuses a message before it is accepted (so a refused one creates
+    no conversation): a free stream slot for its response, and its size."""
+    release = state.gate.open_stream(tenant_name)
+    release()  # only checks that a slot is free; the stream takes its own
+    check_message_size(text, state.settings.service.inbox.max_message_bytes)
+
+
+async def accept_message(
+    state: ServerState,
+    tenant_name: str,
+    conversation_id: str | None,
+    agent_name: str | None,
+    text: str,
+    *,
+    mode: SubmitMode,
+    message_id: str | None,
+) -> tuple[ConversationHandle, StreamPlan]:
+    """A protocol view's message: admitted, delivered to its conversation (new
+    if needed), and the plan of the response that streams its run."""
+    check_admission(state, tenant_name, text)
+    conv, created = await state.conversations.get_or_create(
+        tenant_name, conversation_id, agent_name
+    )
+    acceptance = await conv.submit(
+        text, mode=mode, message_id=message_id, start_if_idle=True, fresh=created
+    )
+    return conv, message_plan(state, conv, acceptance, acceptance.after)
 
 
 def stream_response(

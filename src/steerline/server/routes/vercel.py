@@ -35,8 +35,7 @@ from steerline.server.deps import (
 )
 from steerline.server.errors import HTTPError
 from steerline.server.openapi import CONVERSATION_ID_PATTERN
-from steerline.server.routes.streams import StreamingEndpoint, message_plan, stream_response
-from steerline.service.conversation import check_message_size
+from steerline.server.routes.streams import StreamingEndpoint, accept_message, stream_response
 from steerline.transports.tail import StreamPlan
 from steerline.transports.vercel import STREAM_HEADERS, VercelEncoder
 from steerline.wire.envelope import EventName
@@ -104,15 +103,9 @@ async def chat(
     check_on_disconnect(on_disconnect)  # before the message is accepted
     check_body_conversation_id(body.id, "id (the conversation id)")
     message_id, text = _prompt(body)
-    release = state.gate.open_stream(tenant_name)
-    release()  # only checks that a slot is free before the message is accepted
-    # before get_or_create: a refused message must not create a conversation
-    check_message_size(text, state.settings.service.inbox.max_message_bytes)
-    conv, created = await state.conversations.get_or_create(tenant_name, body.id, body.agent_name)
-    acceptance = await conv.submit(
-        text, mode="auto", message_id=message_id, start_if_idle=True, fresh=created
+    conv, plan = await accept_message(
+        state, tenant_name, body.id, body.agent_name, text, mode="auto", message_id=message_id
     )
-    plan = message_plan(state, conv, acceptance, acceptance.after)
     return stream_response(
         request,
         state,
