@@ -26,7 +26,7 @@ from steerline.server.auth import TenantGate
 from steerline.server.body_limit import BodyLimitMiddleware
 from steerline.server.deps import CONVERSATION_ID, MAX_INT, MAX_PRIORITY
 from steerline.server.docs_page import install_docs_page
-from steerline.server.errors import error_response, steerline_error_response
+from steerline.server.errors import error_response
 from steerline.server.openapi import install_openapi
 from steerline.server.routes import ROUTERS
 from steerline.server.serving import install_log_filter
@@ -125,7 +125,7 @@ def _install_error_handlers(app: FastAPI, state: ServerState) -> None:
 
     @app.exception_handler(SteerlineError)
     async def steerline_error(_request: Request, exc: SteerlineError) -> Response:
-        return count(steerline_error_response(exc), exc.code)
+        return state.error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

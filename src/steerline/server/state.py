@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from starlette.responses import JSONResponse
+
+from steerline.core.errors import SteerlineError
 from steerline.log.base import EventLog
 from steerline.server.auth import TenantGate
-from steerline.server.errors import HTTPError
+from steerline.server.errors import HTTPError, steerline_error_response
 from steerline.server.metrics import Metrics
 from steerline.server.settings import ServerSettings
 from steerline.service.agents import AgentRegistry
@@ -25,6 +28,12 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     service: ConversationService | None = None
+
+    def error_response(self, exc: SteerlineError) -> JSONResponse:
+        """The JSON answer to ``exc``, counted in the error metrics (the app's
+        error handler and the routes served in front of FastAPI use it)."""
+        self.metrics.errors.labels(exc.code).inc()
+        return steerline_error_response(exc)
 
     def begin_shutdown(self) -> None:
         """Stop streams with a resume hint (called on SIGTERM, before connections drain)."""

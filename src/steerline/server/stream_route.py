@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from steerline.core.errors import SteerlineError
 from steerline.server.deps import API, conversation, server_state, tenant
-from steerline.server.errors import HTTPError, steerline_error_response
+from steerline.server.errors import HTTPError
 from steerline.server.routes.streams import join_stream
 
 _PATH = re.compile(rf"{re.escape(API)}/conversations/(?P<conversation_id>[^/]+)/stream")
@@ -80,8 +80,7 @@ class StreamRoute:
             on_disconnect = query.get("on_disconnect", "continue")
             response = await join_stream(request, tenant_name, conv, follow, on_disconnect)
         except SteerlineError as exc:
-            state.metrics.errors.labels(exc.code).inc()
-            await steerline_error_response(exc)(scope, receive, send)
+            await state.error_response(exc)(scope, receive, send)
             return
         del request, conv, query  # nothing of the request is held while streaming
         await response(scope, receive, send)
