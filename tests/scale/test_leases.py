@@ -187,6 +187,113 @@ def test_bad_urls_are_refused(query: str) -> None:
         RedisEventLog(query, LogSettings())
 
 
+async def test_a_conversation_no_viewer_here_watches_is_forgotten(
+    services: Callable[[], object],
+) -> None:
+    """A conversation held elsewhere that a viewer here once waited on leaves
+    this process's reader and memory once nobody here waits on it (before:
+    every conversation ever viewed from a process stayed in its ``XREAD``
+    and its hot tail in memory for the life of the process)."""
+    a: ConversationService = await services()  # type: ignore[misc]
+    b: ConversationService = await services()  # type: ignore[misc]
+    conversation = await a.create("t")
+    await conversation.submit("hello")
+    await wait_idle(conversation)
+    await a.log.flush()  # nothing more comes: the viewer below waits on
+    log_b = b.log
+    assert isinstance(log_b, RedisEventLog)
+    log_key = log_b.keys.conversation(conversation.id).log
+    record = await log_b.get_conversation(conversation.id)
+    assert record is not None
+    head = log_b.committed_seq(conversation.id)
+    log_b.forget_after = 0.2
+
+    async def watched() -> bool:
+        return log_key in log_b.streams_to_read()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(log_b.wait, conversation.id, head)  # a viewer waiting here
+        await eventually(watched, what="b reading the log for its viewer")
+        # waited on: kept however long it waits
+        log_b.forget_idle(time.monotonic() + 3600)
+        assert await watched()
+        tg.cancel_scope.cancel()  # the viewer leaves
+
+    async def forgotten() -> bool:
+        return not await watched()
+
+    await eventually(forgotten, within=15, what="b forgetting the conversation")
+    # a viewer that comes back reads on from Redis and is watched again
+    assert await log_b.get_conversation(conversation.id) is not None
+    with anyio.move_on_after(0.1):
+        await log_b.wait(conversation.id, log_b.committed_seq(conversation.id))
+    assert await watched()
+
+
+async def test_a_viewer_waiting_here_outlives_a_lease_taken_and_let_go_here(
+    redis_url: str,
+) -> None:
+    """A viewer waits here on a conversation run elsewhere; this process takes
+    its lease (as the sweep does to end a dead owner's run) and lets it go
+    again (unloaded); the next holder's events still reach the viewer.
+    (Before: letting the lease go dropped the tail the viewer waited on, and
+    the viewer saw nothing more until its next heartbeat, 15 s later.)"""
+    from steerline.log.base import ConversationRecord
+
+    log_a = RedisEventLog(f"{redis_url}?lease_ttl={TTL}")
+    log_b = RedisEventLog(f"{redis_url}?lease_ttl={TTL}")
+    await log_a.open()
+    await log_b.open()
+    try:
+        await log_a.create_conversation(ConversationRecord(id="v1"))
+        log_a.append("v1", "message_chunk", b'{"event":"message_chunk","data":{}}')
+        await log_a.flush()
+        assert await log_a.release_lease("v1")
+        assert await log_b.get_conversation("v1") is not None
+        head = log_b.committed_seq("v1")
+        assert head == 1
+        woken = anyio.Event()
+
+        async def viewer() -> None:
+            # as a stream does: a wake-up with nothing new is waited again
+            while log_b.committed_seq("v1") <= head:
+                await log_b.wait("v1", head)
+            woken.set()
+
+        async def waiting() -> bool:
+            local = log_b._locals.get("v1")
+            return local is not None and bool(local.tail._waiters)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(viewer)  # waiting here
+
+            async def watched() -> bool:
+                return log_b.keys.conversation("v1").log in log_b.streams_to_read()
+
+            await eventually(watched, what="b reading the log for its viewer")
+            assert (await log_b.acquire_lease("v1")).state is LeaseState.ACQUIRED
+            await eventually(waiting, what="the viewer waiting on the held conversation")
+            assert await log_b.release_lease("v1")
+            log_b.release("v1")  # what the service does once it unloaded it
+            assert (await log_a.acquire_lease("v1")).state is LeaseState.ACQUIRED
+            log_a.append("v1", "message_chunk", b'{"event":"message_chunk","data":{}}')
+            await log_a.flush()
+            with anyio.fail_after(5):  # the viewer's wait ends: it has news
+                await woken.wait()
+        assert log_b.committed_seq("v1") == 2
+        assert [e.seq for e in await log_b.read("v1", head)] == [2]
+    finally:
+        await log_b.close()
+        await log_a.close()
+
+
+def test_a_password_in_the_url_is_never_shown() -> None:
+    log = RedisEventLog("redis://user:s3cret@127.0.0.1:6379/0")
+    assert log.options.display == "redis://user:***@127.0.0.1:6379/0"
+    plain = "redis://127.0.0.1:6379/0"
+    assert RedisEventLog(plain).options.display == plain
+
+
 async def test_a_lease_unconfirmed_through_an_outage_is_asked_for_again(
     services: Callable[[], object],
 ) -> None:

@@ -188,6 +188,44 @@ async def test_the_owners_death_ends_its_run_once_and_keeps_the_queue(
     assert started_runs[0] == run_id and run_id not in started_runs[1:]
 
 
+async def test_a_viewer_on_the_process_that_ends_a_dead_owners_run_sees_what_follows(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """The process that ends a dead owner's run takes the lease, writes the
+    end and lets the lease go again; a viewer it has of that conversation
+    goes on receiving what the next holder writes, well before a heartbeat.
+    (Seen by hand: the release dropped the tail the viewer waited on, and
+    the next run reached it 15 s later. It depends on the viewer waiting at
+    that moment: test_leases.py::test_a_viewer_waiting_here_outlives_a_lease_
+    taken_and_let_go_here makes sure it is.)"""
+    a, b = await start(processes, redis_server, tmp_path, 2)
+    async with open_stream(
+        http, "POST", f"{a.api}/agents/stream", json={"query": '/call sleep {"seconds": 60}'}
+    ) as run:
+        started = await run.until("tool_call_started")
+        cid = started[0]["data"]["conversation_id"]
+        async with open_stream(
+            http, "GET", f"{b.api}/conversations/{cid}/stream?follow=true"
+        ) as follower:
+            await follower.until("tool_call_started")
+            a.kill()
+            # b, the only process left, ends the run (and lets the lease go)
+            ending = await follower.until("done", within=TTL * 5)
+            assert names(ending)[-3:] == ["system_failed", "task_failed", "done"]
+            c = (await start(processes, redis_server, tmp_path, 1))[0]
+            async with open_stream(
+                http,
+                "POST",
+                f"{c.api}/agents/stream",
+                json={"query": "still there?", "conversation_id": cid},
+            ) as fresh:
+                answer = await fresh.rest()
+            assert answer[-1]["event"] == "done"
+            # well under the 15 s heartbeat that used to bring it
+            seen = await follower.until("done", within=5)
+    assert seen == answer
+
+
 async def test_one_message_id_sent_to_two_processes_is_delivered_once(
     processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
 ) -> None:
@@ -344,3 +382,28 @@ def test_serve_refuses_a_redis_that_may_evict_keys(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "maxmemory-policy 'allkeys-lru'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/99", "DB index is out of range"), ("/0", "invalid username-password")],
+)
+def test_serve_reports_what_redis_refuses_without_a_traceback_or_the_password(
+    redis_server: RedisServer, tmp_path: Path, path: str, expected: str
+) -> None:
+    """A database Redis does not have, or credentials it refuses: exit 2 and a
+    clear message (before: a traceback for the database), the password masked."""
+    url = redis_server.url.replace("redis://", "redis://someone:s3cret@").rsplit("/", 1)[0]
+    if path == "/99":
+        url = redis_server.url.rsplit("/", 1)[0]
+    done = subprocess.run(
+        [steerline_script(), "serve", "--port", str(free_port()), "--store", url + path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "s3cret" not in done.stderr

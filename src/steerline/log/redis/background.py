@@ -48,6 +48,8 @@ class ReaderHost(Protocol):
 
     def streams_to_read(self) -> dict[str, bytes]: ...
 
+    def forget_idle(self) -> None: ...
+
     def local_for_stream(self, stream: bytes) -> tuple[str, str] | None: ...
 
     def on_log_entries(self, conversation_id: str, entries: list[Any]) -> None: ...
@@ -65,6 +67,8 @@ logger = logging.getLogger("steerline.log.redis")
 
 BLOCK_MS = 5000
 """An ``XREAD`` blocks at most this long (well under the socket timeout)."""
+FORGET_EVERY = 5.0
+"""Seconds between two looks for conversations nobody here watches any more."""
 
 
 class Reader:
@@ -121,7 +125,11 @@ class Reader:
     async def _read_forever(self) -> None:
         delay = 0.05
         failing = False
+        forgot_at = time.monotonic()
         while not self._stopping:
+            if time.monotonic() - forgot_at >= FORGET_EVERY:
+                forgot_at = time.monotonic()
+                self._log.forget_idle()
             streams: dict[str, bytes] = {self._own: self._cursor}
             streams.update(self._log.streams_to_read())
             try:

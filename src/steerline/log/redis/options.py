@@ -27,6 +27,16 @@ class RedisOptions:
     lease_ttl: float = DEFAULT_LEASE_TTL
     prefix: str = "steerline"
 
+    @property
+    def display(self) -> str:
+        """The URL for messages and logs: its password, if any, masked."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, "", ""))
+
     @classmethod
     def parse(cls, url: str) -> RedisOptions:
         parts = urlsplit(url)

@@ -69,6 +69,10 @@ MAX_OPS_PER_SCRIPT = 512
 """Writes of one conversation in one commit script (see ``_take``)."""
 MAX_CONTROL_WAITING = 1000
 """Control requests waiting for one conversation's lease holder; beyond, 503."""
+FORGET_AFTER = 60.0
+"""Seconds after its last wait that a conversation held elsewhere is
+forgotten here (see ``forget_idle``): a viewer waits again at least every
+heartbeat, so only conversations nobody here watches any more go."""
 
 _record_encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(ConversationRecord)
@@ -96,6 +100,10 @@ class _Local:
     control_cursor: bytes = b"0-0"
     fences: int = 0
     """Times this process lost the lease: a wait spanning a loss ends (see ``wait``)."""
+    waiting: int = 0
+    """Waits in flight on its tail (viewers here): it is not forgotten meanwhile."""
+    used: float = field(default_factory=time.monotonic)
+    """When it was last created or waited on (see ``forget_idle``)."""
 
 
 class RedisEventLog(EventLog, SharedLog):
@@ -124,6 +132,7 @@ class RedisEventLog(EventLog, SharedLog):
         self._reader: Reader | None = None
         self._keeper: LeaseKeeper | None = None
         self._closed = False
+        self.forget_after = FORGET_AFTER
 
     # -- lifecycle -------------------------------------------------------------
     def _client(self, **extra: Any) -> aioredis.Redis:
@@ -153,11 +162,15 @@ class RedisEventLog(EventLog, SharedLog):
             self.options.url, socket_connect_timeout=5, socket_timeout=10
         )
         try:
-            _refuse_eviction(self.options.url, _config(client, "maxmemory-policy"))
+            client.ping()
+            _refuse_eviction(self.options.display, _config(client, "maxmemory-policy"))
         except TRANSIENT as exc:
             raise StorageUnavailableError(
-                f"cannot reach Redis at {self.options.url}: {exc}"
+                f"cannot reach Redis at {self.options.display}: {exc}"
             ) from exc
+        except redis_errors.ResponseError as exc:
+            # e.g. "DB index is out of range": the URL names what Redis refuses
+            raise InvalidValueError(f"Redis at {self.options.display} refused: {exc}") from exc
         finally:
             client.close()
 
@@ -168,7 +181,7 @@ class RedisEventLog(EventLog, SharedLog):
         except TRANSIENT as exc:
             await self._redis.aclose()
             raise StorageUnavailableError(
-                f"cannot reach Redis at {self.options.url}: {exc}"
+                f"cannot reach Redis at {self.options.display}: {exc}"
             ) from exc
         except BaseException:
             await self._redis.aclose()
@@ -204,12 +217,12 @@ class RedisEventLog(EventLog, SharedLog):
                 "maxmemory-policy is noeviction and AOF persistence is on"
             )
             return
-        _refuse_eviction(self.options.url, policy)
+        _refuse_eviction(self.options.display, policy)
         if aof != "yes":
             logger.warning(
                 "Redis at %s runs without AOF persistence (appendonly no): a Redis restart "
                 "loses what was written since its last snapshot. Set appendonly yes.",
-                self.options.url,
+                self.options.display,
             )
 
     async def close(self) -> None:
@@ -475,7 +488,12 @@ class RedisEventLog(EventLog, SharedLog):
             assert self._reader is not None
             self._reader.watch_changed()
         fences = local.fences
-        await local.tail.wait(after)
+        local.waiting += 1
+        try:
+            await local.tail.wait(after)
+        finally:
+            local.waiting -= 1
+            local.used = time.monotonic()
         if not self._available:
             raise StorageUnavailableError("Redis is unreachable; resume shortly")
         if local.fences != fences:
@@ -490,10 +508,30 @@ class RedisEventLog(EventLog, SharedLog):
         if local is None:
             return
         local.tail.drop_hot()
-        if local.lease is None and not local.ops:
+        if local.lease is None and not local.ops and not local.waiting:
+            # (with viewers waiting here, it stays: they read on from the log)
             del self._locals[conversation_id]
             if local.watched and self._reader is not None:
                 self._reader.watch_changed()
+
+    def forget_idle(self, now: float | None = None) -> None:
+        """Forget the conversations held elsewhere that no viewer here has
+        waited on for ``forget_after`` seconds: the reader stops reading their
+        logs and their hot tails go. (Each one a viewer, a status request or
+        a command ever touched here would otherwise stay in the reader's
+        ``XREAD`` and in memory for the life of the process.) A viewer that
+        comes back finds it gone and reads on from Redis."""
+        now = time.monotonic() if now is None else now
+        idle = [
+            cid
+            for cid, local in self._locals.items()
+            if local.lease is None
+            and not local.ops
+            and not local.waiting
+            and now - local.used >= self.forget_after
+        ]
+        for cid in idle:
+            del self._locals[cid]
 
     # -- runtime state ---------------------------------------------------------
     def put_state(self, conversation_id: str, key: str, value: bytes) -> None:
@@ -740,6 +778,11 @@ class RedisEventLog(EventLog, SharedLog):
             return False
         local.lease = None
         self._forget_lease(conversation_id)
+        if local.waiting:
+            # viewers here wait on it (one that joined while another process
+            # held it, or the run ended here after its owner died): from now
+            # on the reader brings them what the next holder writes
+            local.watched = True
         if self._reader is not None:
             self._reader.watch_changed()
         return True
