@@ -92,10 +92,16 @@ async def test_esc_keeps_the_queue_and_enter_on_empty_sends_it(session: LocalSes
     assert "Enter on an empty input sends the kept queue" in line_text(
         session.transcript.queue_lines()[-1]
     )
+    _lines(session)
     session.send_queue()
     await _until(events, AgentEnd)
     assert _users(agent)[-1] == ("follow_up", "later")
     assert not session.has_queue
+    # as the server's ``POST …/queue/send``: the kept message goes in the first turn,
+    # the model does not first answer the aborted turn's cancelled tool results alone
+    lines = _lines(session)
+    answers = [line for line in lines if line.startswith(("Echo:", "Results:"))]
+    assert answers == ["Echo: later"], lines
 
 
 async def test_alt_up_takes_the_queue_back(session: LocalSession) -> None:

@@ -137,7 +137,8 @@ class LocalSession:
 
     A run that completes while messages are still queued (a steer typed just
     as it ended) goes on with ``continue_()``, so nothing waits unseen; after
-    an abort or an error the queue is kept until Enter on an empty input.
+    an abort or an error the queue is kept until Enter on an empty input,
+    which sends it with ``send_now()``.
     """
 
     def __init__(self, agent: Agent, *, title: str = "", transcript: Transcript | None = None):
@@ -233,9 +234,10 @@ class LocalSession:
     async def _drive(self, text: str | None) -> None:
         agent = self.agent
         try:
-            result: RunResult = await (
-                agent.prompt(text) if text is not None else agent.continue_()
-            )
+            # the kept queue goes in the first turn (``send_now``, as the server's
+            # ``POST …/queue/send``); ``continue_()`` would first have the model
+            # answer an aborted turn's cancelled tool results on their own
+            result: RunResult = await (agent.prompt(text) if text is not None else agent.send_now())
             # a steer typed as the run ended is queued: go on with it (no await
             # between this check and ``_driving`` going false)
             while result.stop_reason == "completed" and agent.has_queued_messages():
