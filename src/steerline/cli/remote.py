@@ -66,6 +66,9 @@ class WireFeed:
         self._item: str | None = None
         self._failure: str | None = None
         """The error of a ``task_failed``, shown with the ``done`` that follows it."""
+        self.history_until = 0
+        """Events up to this seq are history (replayed on attach): the wire has no
+        times, so a replayed run's duration is not shown (it would say 0.0s)."""
 
     def __call__(self, event: WireEvent) -> None:
         name, data = event.event, event.data
@@ -109,7 +112,11 @@ class WireFeed:
         elif name == "task_failed":
             self._failure = str(payload.get("error") or payload.get("content") or "")
         elif name == "done":
-            t.run_ended(str(payload.get("stop_reason", "completed")), self._failure)
+            t.run_ended(
+                str(payload.get("stop_reason", "completed")),
+                self._failure,
+                timed=event.seq > self.history_until,
+            )
             self._failure = None
         elif name == "queue_updated":
             t.queue_changed(
@@ -163,9 +170,20 @@ class RemoteSession:
             task_status.started()
             try:
                 await self._exists.wait()
+                if self.last_seq is None and not self._starting:
+                    await self._mark_history()
                 await self._follow()
             finally:
                 self._group = None
+
+    async def _mark_history(self) -> None:
+        """Attaching to a conversation: what its log holds now is history."""
+        try:
+            status = await self.client.conversation(self.conversation_id)
+        except ClientError:
+            return  # the stream reports what is wrong
+        last = status.get("last_seq")
+        self._feed.history_until = last if isinstance(last, int) else 0
 
     async def _follow(self) -> None:
         """Read the log from its start (history), then live, for as long as the chat runs."""

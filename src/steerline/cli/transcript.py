@@ -283,10 +283,14 @@ class Transcript:
         self._set_phase("waiting")
         self.on_change()
 
-    def run_ended(self, stop_reason: str, error_message: str | None = None) -> None:
+    def run_ended(
+        self, stop_reason: str, error_message: str | None = None, *, timed: bool = True
+    ) -> None:
+        """The run ended; ``timed=False`` leaves its duration out (a run replayed
+        from a log: its start and end arrive together, the time is unknown)."""
         self._close_block()
         now = self.clock()
-        elapsed = f" · {now - self._run_started:.1f}s" if self.running else ""
+        elapsed = f" · {now - self._run_started:.1f}s" if self.running and timed else ""
         self.running = False
         self.last_stop = stop_reason
         self._tools.clear()
