@@ -205,6 +205,26 @@ def test_ai6_transport_streams_steers_and_reconnects(server: RunningServer) -> N
     assert check_chunks(chunks) == message
 
 
+def test_use_chat_resume_on_a_new_or_idle_chat_stays_ready(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    """``useChat({resume: true})`` reconnects when its page mounts, and the
+    page of a new chat mounts before its first message created the
+    conversation: no run to reconnect to (204, ``null``), not an error that
+    leaves the chat in ``status: "error"``. Another tenant's conversation
+    answers the same (nothing about it shows)."""
+    running = make_server(ServerSettings(store="memory://", api_keys={"ka": "alice", "kb": "bob"}))
+    fresh = node("vercel_resume.mjs", running.url, new_chat_id(), "ka")
+    assert fresh == {"status": "ready", "error": None, "errors": [], "messages": []}
+    chat_id = new_chat_id()
+    with httpx2.Client(timeout=WAIT, headers={"Authorization": "Bearer ka"}) as http:
+        posted = http.post(f"{running.api}/vercel/chat", json=chat_body(chat_id, "hi"))
+        assert posted.status_code == 200 and posted.text.endswith("data: [DONE]\n\n")
+    idle = node("vercel_resume.mjs", running.url, chat_id, "ka")
+    assert idle == fresh
+    assert node("vercel_resume.mjs", running.url, chat_id, "kb") == fresh
+
+
 # -- every chunk of every kind of run validates ---------------------------------------
 @pytest.mark.anyio
 async def test_a_plain_run_validates_and_ends_with_done(server: RunningServer) -> None:
@@ -430,7 +450,8 @@ async def test_bad_requests_are_4xx_json(server: RunningServer) -> None:
                 404,
                 "unknown_agent",
             ),
-            ("GET", f"{chat}/{new_chat_id()}/stream", None, 404, "conversation_not_found"),
+            ("GET", f"{chat}/a%20b/stream", None, 400, "invalid_value"),
+            ("GET", f"{chat}/{'x' * 129}/stream", None, 400, "invalid_value"),
             ("GET", f"{chat}/{busy}/stream?startIndex=-1", None, 400, "invalid_value"),
             ("GET", f"{chat}/{busy}/stream?startIndex=%C2%B2", None, 400, "invalid_value"),
             ("GET", f"{chat}/{busy}/stream?startIndex={2**64}", None, 400, "invalid_value"),
@@ -450,6 +471,8 @@ async def test_bad_requests_are_4xx_json(server: RunningServer) -> None:
             assert (await http.get(f"{server.api}/conversations/{chat_id}")).status_code == 404
         idle = await http.get(f"{chat}/{busy}/stream")
         assert idle.status_code == 204
+        # no such conversation: nothing to reconnect to either (see the useChat test)
+        assert (await http.get(f"{chat}/{new_chat_id()}/stream")).status_code == 204
 
 
 @pytest.mark.anyio
@@ -468,8 +491,9 @@ async def test_tenants_and_keys_are_the_native_ones(
             http, "POST", chat, json=chat_body(chat_id, SLOW_TOOL), headers=alice
         ) as stream:
             await stream.until(is_tool_input("sleep"))
-            # bob cannot see, join or write alice's conversation
-            assert (await http.get(f"{chat}/{chat_id}/stream", headers=bob)).status_code == 404
+            # bob cannot see, join or write alice's conversation: to him it is
+            # a chat with no run (204, as one not created yet), not alice's run
+            assert (await http.get(f"{chat}/{chat_id}/stream", headers=bob)).status_code == 204
             posted = await http.post(chat, json=chat_body(chat_id, "mine?"), headers=bob)
             assert posted.status_code == 404, posted.text
             async with open_chunks(

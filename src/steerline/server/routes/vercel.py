@@ -7,7 +7,9 @@
   follow-up; a repeated id answers the same stream again). The answer is the
   run that handles it, as UI message stream chunks.
 - ``GET /api/v1/vercel/chat/{id}/stream``: ``reconnectToStream`` (the default
-  URL ``useChat({resume: true})`` asks). 204 when no run is active, else the
+  URL ``useChat({resume: true})`` asks). 204 when no run is active (also for
+  a chat the tenant has no conversation of yet: a new chat's page mounts and
+  reconnects before its first message creates the conversation), else the
   active run from its ``start`` chunk (the run's ``task_started``) to its
   ``finish``; ``?startIndex=N`` continues exactly after chunk N.
 
@@ -23,11 +25,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from steerline.core.errors import ConversationNotFoundError
 from steerline.log.base import EventLog
 from steerline.server.deps import (
     API,
     MAX_INT,
-    Conv,
     Tenant,
     check_body_conversation_id,
     check_on_disconnect,
@@ -128,7 +130,7 @@ async def chat(
 )
 async def chat_stream(
     request: Request,
-    conv: Conv,
+    conversation_id: str,
     tenant_name: Tenant,
     start_index: Annotated[
         str | None,
@@ -141,7 +143,9 @@ async def chat_stream(
     on_disconnect: str = "continue",
 ) -> Response | StreamingEndpoint:
     """Reconnect to the active run: from its ``start`` chunk (or after chunk
-    ``startIndex``) to its ``finish``; 204 when no run is active."""
+    ``startIndex``) to its ``finish``; 204 when no run is active, or no
+    conversation of the tenant has this id (not yet created: ``useChat``
+    reconnects as a new chat's page mounts; another tenant's: nothing shows)."""
     state = server_state(request)
     check_on_disconnect(on_disconnect)
     skip = -1
@@ -151,6 +155,12 @@ async def chat_stream(
                 400, "invalid_value", f"startIndex must be an integer from 0 to {MAX_INT}"
             )
         skip = int(start_index)
+    # an id no conversation can have is an error, one not used (yet) is no run
+    check_body_conversation_id(conversation_id, "conversation id")
+    try:
+        conv = await state.conversations.open(tenant_name, conversation_id)
+    except ConversationNotFoundError:
+        return Response(status_code=204)
     state.conversations.check_writable()  # the stream would end at once with a hint
     run_id = conv.pending_run_id
     if run_id is None:
