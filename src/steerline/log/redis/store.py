@@ -70,9 +70,9 @@ MAX_OPS_PER_SCRIPT = 512
 MAX_CONTROL_WAITING = 1000
 """Control requests waiting for one conversation's lease holder; beyond, 503."""
 FORGET_AFTER = 60.0
-"""Seconds after its last wait that a conversation held elsewhere is
-forgotten here (see ``forget_idle``): a viewer waits again at least every
-heartbeat, so only conversations nobody here watches any more go."""
+"""Seconds after its last read or wait that a conversation held elsewhere
+is forgotten here (see ``forget_idle``): a viewer reads or waits again at
+least every heartbeat, so only conversations nobody here watches any more go."""
 
 _record_encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(ConversationRecord)
@@ -103,7 +103,7 @@ class _Local:
     waiting: int = 0
     """Waits in flight on its tail (viewers here): it is not forgotten meanwhile."""
     used: float = field(default_factory=time.monotonic)
-    """When it was last created or waited on (see ``forget_idle``)."""
+    """When it was last created, read or waited on (see ``forget_idle``)."""
 
 
 class RedisEventLog(EventLog, SharedLog):
@@ -453,6 +453,8 @@ class RedisEventLog(EventLog, SharedLog):
 
     async def read(self, conversation_id: str, after: int, limit: int = 1000) -> list[StoredEvent]:
         local = self._locals.get(conversation_id)
+        if local is not None:
+            local.used = time.monotonic()  # a viewer reading on, behind the head
         if limit > 0 and local is not None and (local.lease is not None or local.watched):
             hot = local.tail.from_hot(after, limit)
             if hot:
@@ -515,8 +517,8 @@ class RedisEventLog(EventLog, SharedLog):
                 self._reader.watch_changed()
 
     def forget_idle(self, now: float | None = None) -> None:
-        """Forget the conversations held elsewhere that no viewer here has
-        waited on for ``forget_after`` seconds: the reader stops reading their
+        """Forget the conversations held elsewhere that nothing here has
+        read or waited on for ``forget_after`` seconds: the reader stops reading their
         logs and their hot tails go. (Each one a viewer, a status request or
         a command ever touched here would otherwise stay in the reader's
         ``XREAD`` and in memory for the life of the process.) A viewer that
