@@ -166,3 +166,30 @@ def test_chat_url_refuses_an_unknown_conversation_or_server(server: Served, tmp_
         [STEERLINE, "chat", "--conversation", "x"], capture_output=True, text=True, env=_env()
     )
     assert alone.returncode == 2 and "--url" in alone.stderr
+
+
+def test_the_status_line_says_reconnecting_while_the_server_is_away(tmp_path: Path) -> None:
+    """The follow stream blocks while the SDK reconnects; the status line says so
+    (the page shows Reconnecting…) and clears once the restarted server answers."""
+    first = Served(tmp_path / "store.db", tmp_path)
+    servers = [first]
+    anyio.run(first.wait_ready)
+    term = _chat(first, tmp_path)
+    try:
+        term.send("hello" + ENTER)
+        term.wait_for("■ completed")
+        assert "⟳" not in term.text()
+        first.kill()
+        term.wait_for("⟳ reconnecting to the server")
+        second = Served(tmp_path / "store.db", tmp_path, port=first.port)
+        servers.append(second)
+        anyio.run(second.wait_ready)
+        term.wait_for(lambda t: "⟳" not in t.text(), timeout=30)
+        term.send("again" + ENTER)
+        term.wait_for("Echo: again")
+        term.send(CTRL_D)
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+        for served in servers:
+            served.kill()

@@ -453,3 +453,30 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412600.0) == 0.0
     for bad in (None, "soon", "nan", "inf", "Wed, 21 Oct 2015 07:28:30"):
         assert parse_retry_after(bad) is None
+
+
+def test_reconnecting_from_a_lost_connection_until_the_next_answer() -> None:
+    """What a UI shows: not while the first attempt is under way, yes from a lost
+    connection until a new one is answered, and no more once the stream ends."""
+    core = ResumeCore.for_conversation("c-1", FAST, follow=True)
+    core.request()
+    assert (core.connected, core.reconnecting) == (False, False)
+    core.opened("text/event-stream")
+    core.feed(sse_block(1))
+    assert (core.connected, core.reconnecting) == (True, False)
+    core.failed(ConnectionResetError())
+    assert (core.connected, core.reconnecting) == (False, True)
+    core.request()
+    assert core.reconnecting  # still lost while the attempt is under way
+    core.refused(503, {}, b"")
+    assert core.reconnecting
+    core.request()
+    core.opened("text/event-stream")
+    assert (core.connected, core.reconnecting) == (True, False)
+
+    message = message_core()
+    message.request()
+    message.opened("text/event-stream")
+    message.feed(sse_block(1, "done"))
+    assert message.finished
+    assert (message.connected, message.reconnecting) == (False, False)

@@ -84,6 +84,7 @@ STYLE = Style.from_dict(
         "status.idle": "ansigreen",
         "status.busy": "ansicyan bold",
         "status.tool": "ansiyellow bold",
+        "status.offline": "ansired bold",
         "status.detail": "#8a8a8a",
         "hints": "#8a8a8a",
         "prompt": "bold ansicyan",

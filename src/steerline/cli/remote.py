@@ -22,7 +22,14 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from steerline.cli.transcript import QueueItem, Transcript, Who
-from steerline.client import AsyncClient, ClientError, NotFound, StreamFailed, WireEvent
+from steerline.client import (
+    AsyncClient,
+    AsyncEventStream,
+    ClientError,
+    NotFound,
+    StreamFailed,
+    WireEvent,
+)
 from steerline.core.ids import new_id
 from steerline.runtime.inbox import Lane
 from steerline.wire.translate import tool_result_text
@@ -66,6 +73,8 @@ class WireFeed:
         self._item: str | None = None
         self._failure: str | None = None
         """The error of a ``task_failed``, shown with the ``done`` that follows it."""
+        self._noticed: str | None = None
+        """The text of this run's ``system_failed``, already shown as a notice."""
         self.history_until = 0
         """Events up to this seq are history (replayed on attach): the wire has no
         times, so a replayed run's duration is not shown (it would say 0.0s)."""
@@ -110,14 +119,16 @@ class WireFeed:
                 skipped=bool(payload.get("skipped")),
             )
         elif name == "task_failed":
-            self._failure = str(payload.get("error") or payload.get("content") or "")
+            failure = str(payload.get("error") or payload.get("content") or "")
+            # a lost or failed run says it twice (system_failed, then task_failed)
+            self._failure = None if failure == self._noticed else failure
         elif name == "done":
             t.run_ended(
                 str(payload.get("stop_reason", "completed")),
                 self._failure,
                 timed=event.seq > self.history_until,
             )
-            self._failure = None
+            self._failure = self._noticed = None
         elif name == "queue_updated":
             t.queue_changed(
                 [
@@ -126,7 +137,8 @@ class WireFeed:
                 ]
             )
         elif name == "system_failed":
-            t.notice(str(payload.get("content") or payload.get("message") or ""), error=True)
+            self._noticed = str(payload.get("content") or payload.get("message") or "")
+            t.notice(self._noticed, error=True)
 
 
 class RemoteSession:
@@ -154,6 +166,11 @@ class RemoteSession:
         self._starting = False
         """A message that starts a run was sent; its ``task_started`` is not here yet."""
         self.last_seq: int | None = None
+        self._events: AsyncEventStream | None = None
+        """The log stream being read (it knows whether it is reconnecting)."""
+        self._gave_up = False
+        """The SDK gave up reconnecting; the chat tries again in a moment."""
+        self.transcript.link = self.link_problem
 
     @property
     def running(self) -> bool:
@@ -162,6 +179,17 @@ class RemoteSession:
     @property
     def has_queue(self) -> bool:
         return bool(self.transcript.queued)
+
+    def link_problem(self) -> str | None:
+        """What the status line says about the connection, ``None`` while it is fine."""
+        events = self._events
+        if events is not None and events.connected:
+            return None
+        if self._gave_up:
+            return "server unreachable; trying again"
+        if events is not None and events.reconnecting:
+            return "reconnecting to the server"
+        return None
 
     # -- reading the log ---------------------------------------------------------
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -192,7 +220,9 @@ class RemoteSession:
                 async with self.client.events(
                     self.conversation_id, after=self.last_seq, follow=True
                 ) as events:
+                    self._events = events
                     async for event in events:
+                        self._gave_up = False
                         self.last_seq = event.seq
                         if event.event == "task_started":
                             self._starting = False
@@ -203,6 +233,7 @@ class RemoteSession:
                 )
                 return
             except StreamFailed as exc:
+                self._gave_up = True
                 self.transcript.notice(f"connection lost ({exc}); retrying", error=True)
             except ClientError as exc:
                 self.transcript.notice(f"stream refused: {exc}", error=True)

@@ -196,6 +196,9 @@ class Transcript:
         self.follow_up: list[QueueItem] = []
         self.last_stop: str = ""
         """How the last run ended (``completed``, ``aborted``, ``error``)."""
+        self.link: Callable[[], str | None] = lambda: None
+        """What is wrong with the connection to the server, if anything (``chat
+        --url`` sets it: "reconnecting to the server"); shown first on the status line."""
 
     # -- reading (the view) ---------------------------------------------------
     def take_committed(self) -> list[Line]:
@@ -226,7 +229,14 @@ class Transcript:
         return self._phase
 
     def status_line(self) -> Line:
-        """``● idle`` / ``◌ waiting 0.4s`` / ``✎ streaming 2.1s`` / ``⚙ sleep 1.3s`` ..."""
+        """``● idle`` / ``◌ waiting 0.4s`` / ``✎ streaming 2.1s`` / ``⚙ sleep 1.3s`` ...,
+        after ``⟳ reconnecting to the server`` while the connection is lost."""
+        problem = self.link()
+        if problem is None:
+            return self._phase_line()
+        return [("class:status.offline", f"⟳ {problem}"), ("", " · "), *self._phase_line()]
+
+    def _phase_line(self) -> Line:
         now = self.clock()
         phase = self.phase
         if phase == "idle":

@@ -48,6 +48,17 @@ class AsyncEventStream:
         """How many times this stream reconnected."""
         return self._core.reconnects
 
+    @property
+    def connected(self) -> bool:
+        """A response is open and being read."""
+        return self._core.connected
+
+    @property
+    def reconnecting(self) -> bool:
+        """The connection was lost and the stream is waiting to resume (backing
+        off or trying again); a UI shows it as "reconnecting"."""
+        return self._core.reconnecting
+
     async def __aenter__(self) -> AsyncEventStream:
         return self
 

@@ -308,6 +308,8 @@ class ResumeCore:
         self.attempts = 0
         """Requests sent so far (the first and every reconnection)."""
         self.finished = False
+        self.connected = False
+        """An attempt was answered 200 and its body is being read."""
         self.last_error: BaseException | None = None
         self._decoder: Decoder | None = None
         self._hinted = False
@@ -346,6 +348,12 @@ class ResumeCore:
         """Reconnection attempts made (requests after the first)."""
         return max(0, self.attempts - 1)
 
+    @property
+    def reconnecting(self) -> bool:
+        """The connection was lost (or never made) and no new one is open yet:
+        what a client shows as "reconnecting" while the stream waits to resume."""
+        return not self.finished and not self.connected and self.failures > 0
+
     # -- the attempt ------------------------------------------------------------------
     def request(self) -> StreamRequest:
         """The next attempt's request (send it after waiting :attr:`delay`)."""
@@ -368,6 +376,7 @@ class ResumeCore:
     def opened(self, content_type: str | None) -> None:
         """The attempt was answered 200 with this ``Content-Type``."""
         self._decoder = decoder_for(content_type)
+        self.connected = True
 
     def feed(self, chunk: bytes) -> list[WireEvent]:
         """Bytes of the body; returns the new events, in order (none seen before).
@@ -401,6 +410,7 @@ class ResumeCore:
             out.append(item)
             if self._body is not None and item.event == "done":
                 self.finished = True
+                self.connected = False
                 self._decoder = None
                 break
         return out
@@ -419,6 +429,7 @@ class ResumeCore:
             self._decoder.end()
         if self._body is None and not self._follow and not self._hinted:
             self.finished = True
+            self.connected = False
             self._decoder = None
             return
         self._fail(None)
@@ -456,6 +467,7 @@ class ResumeCore:
 
     def _fail(self, error: BaseException | None, at_least: float | None = None) -> None:
         self._decoder = None
+        self.connected = False
         self.last_error = error
         self.failures += 1
         if self.failures > self.reconnect.max_attempts:
