@@ -405,8 +405,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get", f"{API}/vercel/chat/{{conversation_id}}/stream"): Operation(
         content=_VERCEL_CONTENT,
         description=_VERCEL_DESCRIPTION,
-        no_content="No run is active: nothing to reconnect to",
-        errors=_JOIN_ERRORS,
+        no_content=(
+            "No run is active, or no conversation has this id yet (useChat reconnects "
+            "as a new chat's page mounts): nothing to reconnect to"
+        ),
+        errors={status: codes for status, codes in _JOIN_ERRORS.items() if status != 404},
     ),
     ("post", f"{API}/ag-ui"): Operation(
         content=_AGUI_CONTENT,
