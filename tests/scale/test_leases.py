@@ -140,6 +140,72 @@ async def test_a_stale_owners_writes_are_refused_and_its_run_stopped(
     assert (await events_of(b, conversation.id))[-1] == EventName.DONE
 
 
+async def test_a_prompt_during_the_recovery_of_a_dead_owners_run_waits_for_its_end(
+    services: Callable[[], object],
+) -> None:
+    """The process ending a dead owner's run loads the conversation to write
+    the end; a prompt reaching it meanwhile (a client's, or one forwarded to
+    the new holder) waits for that end. (Before: it was given the
+    half-recovered conversation, started a run at once, and the dead run's
+    system_failed / task_failed / done came after that new run's done; seen
+    by hand with three servers, a steer sent through C as B was SIGKILLed.)"""
+    a: ConversationService = await services()  # type: ignore[misc]
+    b: ConversationService = await services()  # type: ignore[misc]
+    conversation = await a.create("t")
+    cid = conversation.id
+    await conversation.submit('/call sleep {"seconds": 30}')
+
+    async def tool_running() -> bool:
+        return EventName.TOOL_CALL_STARTED in await events_of(a, cid)
+
+    await eventually(tool_running, within=5, what="the tool call started")
+    log_b = b.log
+    assert isinstance(log_b, RedisEventLog)
+    # a's lease is gone (as when a dies); b's sweep will end a's run
+    await log_b.redis.delete(log_b.keys.conversation(cid).lease)
+    recovering, proceed, answered = anyio.Event(), anyio.Event(), anyio.Event()
+    unfinished_run = b._unfinished_run
+
+    async def paused(record: object) -> object:
+        recovering.set()
+        await proceed.wait()
+        return await unfinished_run(record)  # type: ignore[arg-type]
+
+    b._unfinished_run = paused  # type: ignore[method-assign,assignment]
+
+    async def prompt() -> None:
+        await recovering.wait()
+        handle = await b.open("t", cid)
+        await handle.submit("next question")
+        answered.set()
+
+    async def waiting_or_answered() -> bool:
+        lock = b._loading.get(cid)
+        return answered.is_set() or (lock is not None and lock.statistics().tasks_waiting > 0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(b.sweep)
+        tg.start_soon(prompt)
+        await recovering.wait()
+        await eventually(waiting_or_answered, what="the prompt answered or waiting")
+        proceed.set()
+    held = await b.get_held(cid)
+    await wait_idle(held)
+    await b.log.flush()
+    stored = await b.log.read(cid, 0, 10_000)
+    runs = [(e.event, e.run_id) for e in stored if e.event in ("task_started", "done")]
+    first, second = runs[0][1], runs[-1][1]
+    assert first != second
+    assert runs == [
+        ("task_started", first),
+        ("done", first),
+        ("task_started", second),
+        ("done", second),
+    ], "the dead run ends before the next one starts"
+    names = [e.event for e in stored if e.run_id == first]
+    assert names[-3:] == [EventName.SYSTEM_FAILED, EventName.TASK_FAILED, EventName.DONE]
+
+
 async def test_a_redis_that_may_evict_keys_is_refused(tmp_path: Path) -> None:
     with RedisServer(tmp_path / "lru", maxmemory_policy="allkeys-lru") as server:
         log = RedisEventLog(server.url)

@@ -157,7 +157,9 @@ class ConversationService:
         """The conversation, run here. With a shared store, the conversation
         the routes see may be run by another process: see :meth:`open`."""
         live = self._live.get(conversation_id)
-        if live is not None:
+        # (not while it is being loaded or recovered: it is in _live from the
+        # start of _load, its queue, dedup window and run state not yet there)
+        if live is not None and conversation_id not in self._loading:
             if live.record.tenant != tenant:
                 raise self._not_found(conversation_id)
             self._live.move_to_end(conversation_id)
@@ -525,7 +527,12 @@ class ConversationService:
                 continue
             record = await self.log.get_conversation(conversation_id)
             if record is not None and record.status == "running":
-                await self._recover_one(record)
+                # get() ends the dead run under its per-conversation lock and
+                # keeps the conversation loaded here: a request meanwhile (a
+                # command forwarded to this new holder, or a client's) waits
+                # for that end instead of starting a run on a half-recovered
+                # conversation, and finds it held, not just let go
+                await self.get(record.tenant, conversation_id)
                 ended += 1
             elif conversation_id not in self._live:
                 await self.shared.release_lease(conversation_id)
