@@ -154,7 +154,11 @@ def serve(
     store: Annotated[
         str | None,
         typer.Option(
-            help="memory://, sqlite:///relative.db or sqlite:////abs.db (default sqlite:///steerline.db)"
+            help=(
+                "memory://, sqlite:///relative.db, sqlite:////abs.db or "
+                "redis://[:password@]host:6379/0 to share one Redis with other "
+                "servers (default sqlite:///steerline.db)"
+            )
         ),
     ] = None,
     insecure: Annotated[
