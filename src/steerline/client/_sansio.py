@@ -490,3 +490,37 @@ class ResumeCore:
         if at_least is not None:
             delay = max(delay, at_least)
         self.delay = delay
+
+
+class StreamState:
+    """What both stream shells tell of their :class:`ResumeCore` (one definition
+    for ``EventStream`` and ``AsyncEventStream``)."""
+
+    _core: ResumeCore
+
+    @property
+    def conversation_id(self) -> str | None:
+        """The conversation streamed (for ``stream()`` known at once: the SDK names a
+        new conversation itself)."""
+        return self._core.conversation_id
+
+    @property
+    def last_seq(self) -> int | None:
+        """The seq of the last event delivered (or the ``after`` given); ``None``: none yet."""
+        return self._core.last_seq
+
+    @property
+    def reconnects(self) -> int:
+        """How many times this stream reconnected."""
+        return self._core.reconnects
+
+    @property
+    def connected(self) -> bool:
+        """A response is open and being read."""
+        return self._core.connected
+
+    @property
+    def reconnecting(self) -> bool:
+        """The connection was lost and the stream is waiting to resume (backing
+        off or trying again); a UI shows it as "reconnecting"."""
+        return self._core.reconnecting

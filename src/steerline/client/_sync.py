@@ -13,10 +13,10 @@ import httpx2
 from steerline.client import _calls
 from steerline.client._calls import Call, json_object
 from steerline.client._models import Reconnect, WireEvent
-from steerline.client._sansio import ResumeCore
+from steerline.client._sansio import ResumeCore, StreamState
 
 
-class EventStream:
+class EventStream(StreamState):
     """The events of one stream, each exactly once and in order, across reconnections.
 
     ``with client.stream(...) as events: for event in events: ...``.
@@ -31,33 +31,6 @@ class EventStream:
         self._chunks: Iterator[bytes] | None = None
         self._pending: deque[WireEvent] = deque()
         self._closed = False
-
-    @property
-    def conversation_id(self) -> str | None:
-        """The conversation streamed (for ``stream()`` known at once: the SDK names a
-        new conversation itself)."""
-        return self._core.conversation_id
-
-    @property
-    def last_seq(self) -> int | None:
-        """The seq of the last event delivered (or the ``after`` given); ``None``: none yet."""
-        return self._core.last_seq
-
-    @property
-    def reconnects(self) -> int:
-        """How many times this stream reconnected."""
-        return self._core.reconnects
-
-    @property
-    def connected(self) -> bool:
-        """A response is open and being read."""
-        return self._core.connected
-
-    @property
-    def reconnecting(self) -> bool:
-        """The connection was lost and the stream is waiting to resume (backing
-        off or trying again); a UI shows it as "reconnecting"."""
-        return self._core.reconnecting
 
     def __enter__(self) -> EventStream:
         return self
