@@ -178,6 +178,8 @@ class LimitsConfig(pydantic.BaseModel):
     # storage
     retention_events: int | None = pydantic.Field(None, gt=0)
     """Keep the newest N events per conversation (unset: all)."""
+    retention_age: float | None = pydantic.Field(None, gt=0)
+    """Drop events committed more than this many seconds ago (unset: keep all)."""
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     """sqlite durability: NORMAL survives a process crash, FULL a power loss."""
     store_batch_size: int = pydantic.Field(256, gt=0)

@@ -19,6 +19,7 @@ from steerline.log.base import (
     EventLog,
     LogSettings,
     RetentionError,
+    retention_tick,
     seal_envelope,
 )
 from steerline.log.memory import MemoryEventLog
@@ -400,6 +401,182 @@ async def test_hot_tail_smaller_than_log_still_reads_from_the_start(make_log: Lo
     assert [e.seq for e in await log.read("c1", 0, limit=1000)] == list(range(1, 51))
     assert [e.seq for e in await log.read("c1", 47)] == [48, 49, 50]
     assert [e.seq for e in await log.read("c1", 10, limit=3)] == [11, 12, 13]
+
+
+# -- retention by age ------------------------------------------------------------
+# The clock is the log's own (``log.clock``), moved by hand: nothing sleeps.
+# An age of 80 s gives a retention tick of 10 s (retention_tick): times are
+# recorded per tick, so an event is dropped at most one tick after its age.
+
+T0 = 1_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def aged_log(make_log: LogFactory, clock: FakeClock, **settings: object) -> EventLog:
+    log = await make_log(LogSettings(retention_age=80.0, **settings))  # type: ignore[arg-type]
+    log.clock = clock  # type: ignore[method-assign]
+    return log
+
+
+def test_retention_tick_is_derived_from_the_age() -> None:
+    assert retention_tick(LogSettings(retention_age=80.0)) == 10.0
+    assert retention_tick(LogSettings(retention_age=7 * 86400.0)) == 60.0
+    assert retention_tick(LogSettings()) == 60.0
+
+
+async def test_retention_by_age_trims_as_events_are_appended(make_log: LogFactory) -> None:
+    clock = FakeClock()
+    log = await aged_log(make_log, clock)
+    await new_conversation(log)
+    for i in range(3):
+        log.append("c1", "message_chunk", envelope(i))
+    await log.flush()
+    clock.now = T0 + 50
+    log.append("c1", "message_chunk", envelope(3))
+    log.append("c1", "message_chunk", envelope(4))
+    await log.flush()
+    assert await log.oldest_seq("c1") == 1  # 50 s old: kept
+    clock.now = T0 + 95  # events 1-3 are now past the age, 4-5 are not
+    assert log.append("c1", "message_chunk", envelope(5)) == 6
+    await log.flush()
+    assert await log.oldest_seq("c1") == 4
+    assert log.committed_seq("c1") == 6
+    assert [e.seq for e in await log.read("c1", 3)] == [4, 5, 6]
+    for after in (0, 2):
+        with pytest.raises(RetentionError):
+            await log.read("c1", after)
+
+
+async def test_retention_by_age_sweeps_an_idle_conversation(make_log: LogFactory) -> None:
+    clock = FakeClock()
+    log = await aged_log(make_log, clock)
+    await new_conversation(log, "idle")
+    for i in range(3):
+        log.append("idle", "message_chunk", envelope(i))
+    await log.flush()
+    clock.now = T0 + 60
+    await new_conversation(log, "recent")
+    log.append("recent", "message_chunk", envelope(0))
+    await log.flush()
+    clock.now = T0 + 100  # nobody appends to "idle" again
+    await log.sweep_retention()
+    # everything trimmed: the retained log is empty, and older seqs are refused
+    assert log.committed_seq("idle") == 3
+    assert await log.oldest_seq("idle") == 4
+    assert await log.read("idle", 3) == []
+    for after in (0, 2):
+        with pytest.raises(RetentionError):
+            await log.read("idle", after)
+    assert [e.seq for e in await log.read("recent", 0)] == [1]  # not past the age
+    # seq goes on after the trim, gapless
+    assert log.append("idle", "message_chunk", envelope(3)) == 4
+    await log.flush()
+    assert [e.seq for e in await log.read("idle", 3)] == [4]
+    assert await log.oldest_seq("idle") == 4
+
+
+async def test_retention_by_age_seq_survives_a_reopen_after_everything_was_trimmed(
+    make_log: LogFactory,
+) -> None:
+    clock = FakeClock()
+    log = await aged_log(make_log, clock)
+    await new_conversation(log)
+    for i in range(4):
+        log.append("c1", "message_chunk", envelope(i))
+    await log.flush()
+    clock.now = T0 + 200
+    await log.sweep_retention()
+    log.release("c1")
+    assert await log.get_conversation("c1") is not None
+    assert log.append("c1", "message_chunk", envelope(4)) == 5
+    await log.flush()
+    assert [e.seq for e in await log.read("c1", 4)] == [5]
+    with pytest.raises(RetentionError):
+        await log.read("c1", 3)
+
+
+async def test_retention_by_age_and_by_count_together(make_log: LogFactory) -> None:
+    clock = FakeClock()
+    log = await aged_log(make_log, clock, retention_events=3)
+    await new_conversation(log)
+    for i in range(5):
+        log.append("c1", "message_chunk", envelope(i))
+    await log.flush()
+    assert await log.oldest_seq("c1") == 3  # the count drops more
+    clock.now = T0 + 50
+    log.append("c1", "message_chunk", envelope(5))
+    await log.flush()
+    assert await log.oldest_seq("c1") == 4
+    clock.now = T0 + 95
+    log.append("c1", "message_chunk", envelope(6))
+    await log.flush()
+    assert await log.oldest_seq("c1") == 6  # now the age drops more
+    assert [e.seq for e in await log.read("c1", 5)] == [6, 7]
+    with pytest.raises(RetentionError):
+        await log.read("c1", 4)
+
+
+async def test_retention_by_age_is_swept_periodically(make_log: LogFactory) -> None:
+    clock = FakeClock()
+    # an age of 80 ms: the sweep runs every 10 ms (the tick), on its own
+    log = await make_log(LogSettings(retention_age=0.08))
+    log.clock = clock  # type: ignore[method-assign]
+    await new_conversation(log)
+    log.append("c1", "message_chunk", envelope(0))
+    await log.flush()
+    clock.now = T0 + 1
+    for _ in range(500):  # a few ticks suffice; 5 s before failing
+        if await log.oldest_seq("c1") == 2:
+            break
+        await anyio.sleep(0.01)
+    assert await log.oldest_seq("c1") == 2
+
+
+async def test_redis_keys_written_before_retention_by_age_are_read_and_then_aged(
+    redis_url: str,
+) -> None:
+    clock = FakeClock()
+    url = f"{redis_url}?prefix=legacy"
+    before = RedisEventLog(url, LogSettings())
+    await before.open()
+    try:
+        await new_conversation(before)
+        for i in range(3):
+            before.append("c1", "message_chunk", envelope(i))
+        await before.flush()
+        # as written before commit times existed: no times, not in the sweep's index
+        await before.redis.delete(before.keys.conversation("c1").times, before.keys.aging)
+    finally:
+        await before.close()
+    log = RedisEventLog(url, LogSettings(retention_age=80.0))
+    log.clock = clock  # type: ignore[method-assign]
+    await log.open()
+    try:
+        assert await log.get_conversation("c1") is not None
+        assert [e.seq for e in await log.read("c1", 0)] == [1, 2, 3]
+        clock.now = T0 + 200
+        await log.sweep_retention()  # not indexed: an old idle log stays whole
+        assert await log.oldest_seq("c1") == 1
+        # the next write times the old events too, and indexes the conversation
+        await log.acquire_lease("c1")
+        log.append("c1", "message_chunk", envelope(3))
+        await log.flush()
+        assert [e.seq for e in await log.read("c1", 0)] == [1, 2, 3, 4]
+        clock.now = T0 + 300
+        await log.sweep_retention()
+        assert await log.oldest_seq("c1") == 5
+        assert log.committed_seq("c1") == 4
+        with pytest.raises(RetentionError):
+            await log.read("c1", 0)
+    finally:
+        await log.close()
 
 
 # -- state ---------------------------------------------------------------------

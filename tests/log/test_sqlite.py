@@ -23,6 +23,7 @@ from steerline.log.base import (
     ConversationExistsError,
     ConversationRecord,
     LogSettings,
+    RetentionError,
     StorageUnavailableError,
 )
 from steerline.log.factory import open_log
@@ -117,9 +118,53 @@ async def test_seq_continues_after_restart_even_when_retention_dropped_everythin
 
     log = await opened(path, LogSettings(retention_events=0))
     try:
-        assert await log.oldest_seq("c1") == 0
+        # nothing retained: the next seq, so a resume from any older one is refused
+        assert await log.oldest_seq("c1") == 5
         assert await log.get_conversation("c1") is not None
         assert log.append("c1", "message_chunk", envelope(4)) == 5
+    finally:
+        await log.close()
+
+
+@pytest.mark.anyio
+async def test_a_version_2_file_migrates_and_its_events_age_from_the_migration(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.db"
+    log = await opened(path)
+    await log.create_conversation(ConversationRecord(id="c1"))
+    for i in range(3):
+        log.append("c1", "message_chunk", envelope(i))
+    await log.close()
+    # what a file written before retention by age looks like: no event_times
+    conn = sqlite3.connect(path)
+    conn.executescript("DROP TABLE event_times; PRAGMA user_version = 2;")
+    conn.close()
+
+    now = 2_000_000.0
+    log = SqliteEventLog(str(path), LogSettings(retention_age=80.0))
+    log.clock = lambda: now  # type: ignore[method-assign]
+    await log.open()
+    try:
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("SELECT conversation_id, seq FROM event_times").fetchall() == [
+            ("c1", 3)
+        ]
+        conn.close()
+        assert await log.get_conversation("c1") is not None
+        assert [e.seq for e in await log.read("c1", 0)] == [1, 2, 3]
+        now += 50  # the old events count as written at the migration: kept
+        await log.sweep_retention()
+        assert await log.oldest_seq("c1") == 1
+        now += 45
+        await log.sweep_retention()
+        assert await log.oldest_seq("c1") == 4
+        with pytest.raises(RetentionError):
+            await log.read("c1", 0)
+        assert log.append("c1", "message_chunk", envelope(3)) == 4
+        await log.flush()
+        assert [e.seq for e in await log.read("c1", 3)] == [4]
     finally:
         await log.close()
 

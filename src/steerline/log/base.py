@@ -15,7 +15,12 @@ Design rules every backend keeps:
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -72,6 +77,9 @@ class LogSettings:
 
     retention_events: int | None = None
     """Keep at most this many events per conversation (None: keep all)."""
+    retention_age: float | None = None
+    """Drop events committed more than this many seconds ago (None: keep all);
+    combinable with ``retention_events`` (whichever drops more wins)."""
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     """sqlite durability: NORMAL survives a process crash, FULL power loss."""
     batch_size: int = 256
@@ -89,7 +97,22 @@ class LogSettings:
 
 
 class EventLog(abc.ABC):
-    """A store of conversations, their event logs and their runtime state."""
+    """A store of conversations, their event logs and their runtime state.
+
+    ``clock`` (seconds, ``time.time`` by default) is the time retention by
+    age reads: tests replace it on the instance, so they never sleep.
+    """
+
+    clock: Callable[[], float] = staticmethod(time.time)
+
+    async def sweep_retention(self) -> None:
+        """Drop the events older than ``retention_age`` in every conversation.
+
+        Appends trim their own conversation; this sweep (run every
+        :func:`retention_tick` while the store is open) is what trims the
+        conversations nobody writes to any more. A no-op without an age.
+        """
+        return None
 
     # -- lifecycle -------------------------------------------------------------
     def acquire(self) -> None:
@@ -186,8 +209,10 @@ class EventLog(abc.ABC):
 
     @abc.abstractmethod
     async def oldest_seq(self, conversation_id: str) -> int:
-        """The smallest retained ``seq`` (0 when the log is empty): reads start
-        at ``oldest_seq - 1`` to replay "the retained log from its start"."""
+        """The smallest retained ``seq``: reads start at ``oldest_seq - 1`` to
+        replay "the retained log from its start". 0 when nothing was ever
+        appended; ``committed_seq + 1`` when retention dropped every event
+        (so a resume from any older seq is refused, never a silent gap)."""
 
     @abc.abstractmethod
     async def wait(self, conversation_id: str, after: int) -> None:
@@ -241,3 +266,64 @@ class EventLog(abc.ABC):
 def seal_envelope(envelope_without_seq: bytes, seq: int) -> bytes:
     """Add ``"seq": N`` to an encoded ``{"event":…,"data":…}`` object."""
     return b"".join((envelope_without_seq[:-1], b',"seq":', b"%d}" % seq))  # 0.3 µs, not 0.6
+
+
+# -- retention by age ---------------------------------------------------------------
+
+logger = logging.getLogger("steerline.log")
+
+RETENTION_TICK_MAX = 60.0
+"""The coarsest time step of retention by age (seconds)."""
+
+
+def retention_tick(settings: LogSettings) -> float:
+    """The time step of retention by age: its clock granularity and the
+    period of the sweep, an eighth of the age (at most a minute).
+
+    Commit times are recorded per step, not per event (one row per
+    conversation per step, however many events it committed): the stores
+    then keep an event at most one step longer than the age, never less,
+    and the rows stay few. Without an age the step is the coarsest, so the
+    times recorded meanwhile still serve an age set later.
+    """
+    age = settings.retention_age
+    if age is None:
+        return RETENTION_TICK_MAX
+    return min(RETENTION_TICK_MAX, age / 8)
+
+
+def time_bucket(now: float, tick: float) -> float:
+    """The end of the step ``now`` falls in: a commit at ``now`` is recorded
+    as made at this time, so it is dropped late (by < ``tick``), never early."""
+    return math.ceil(now / tick) * tick
+
+
+class RetentionSweeper:
+    """Runs ``log.sweep_retention()`` every :func:`retention_tick` while the
+    log is open (only with a ``retention_age``): what trims idle conversations."""
+
+    def __init__(self, log: EventLog, settings: LogSettings) -> None:
+        self.log = log
+        self.period = retention_tick(settings)
+        self.enabled = settings.retention_age is not None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="steerline-retention-sweep")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        """A failed sweep (an outage) is only logged: the next one catches up."""
+        while True:
+            await asyncio.sleep(self.period)
+            try:
+                await self.log.sweep_retention()
+            except Exception as exc:  # retried at the next tick
+                logger.warning("retention sweep failed (retried in %.0f s): %s", self.period, exc)

@@ -11,8 +11,11 @@ from steerline.log.base import (
     EventLog,
     LogSettings,
     RetentionError,
+    RetentionSweeper,
     StoredEvent,
+    retention_tick,
     seal_envelope,
+    time_bucket,
 )
 from steerline.log.tail import ConversationTail
 
@@ -28,12 +31,17 @@ class MemoryEventLog(EventLog):
         self._events: dict[str, deque[StoredEvent]] = {}
         self._state: dict[tuple[str, str], bytes] = {}
         self._items: dict[tuple[str, str], dict[str, bytes]] = {}
+        self._times: dict[str, deque[list[float]]] = {}
+        """Per conversation, ``[time, seq]`` pairs: every event up to ``seq``
+        was appended at or before ``time`` (one pair per retention tick)."""
+        self._tick = retention_tick(self.settings)
+        self._sweeper = RetentionSweeper(self, self.settings)
 
     async def open(self) -> None:
-        return None
+        self._sweeper.start()
 
     async def close(self) -> None:
-        return None
+        await self._sweeper.stop()
 
     async def create_conversation(
         self, record: ConversationRecord, first_event: tuple[str, bytes] | None = None
@@ -66,6 +74,7 @@ class MemoryEventLog(EventLog):
         if self._records.pop(conversation_id, None) is None:
             return False
         self._events.pop(conversation_id, None)
+        self._times.pop(conversation_id, None)
         tail = self._tails.pop(conversation_id, None)
         if tail is not None:
             tail.deleted = True
@@ -95,8 +104,39 @@ class MemoryEventLog(EventLog):
         if retention is not None:
             while len(events) > retention:
                 events.popleft()
+        self._stamp(conversation_id, seq)
+        if self.settings.retention_age is not None:
+            self._trim_by_age(conversation_id, self.clock() - self.settings.retention_age)
         tail.committed([stored])
         return seq
+
+    def _stamp(self, conversation_id: str, seq: int) -> None:
+        """Record that ``seq`` was appended by now (one pair per tick, as the
+        durable stores do, so all three drop an event at the same moment)."""
+        times = self._times.setdefault(conversation_id, deque())
+        at = time_bucket(self.clock(), self._tick)
+        if times and times[-1][0] >= at:
+            times[-1][1] = seq
+        else:
+            times.append([at, seq])
+
+    def _trim_by_age(self, conversation_id: str, cutoff: float) -> None:
+        """Drop the events whose recorded time is at or before ``cutoff``."""
+        times = self._times.get(conversation_id)
+        cut = 0
+        while times and times[0][0] <= cutoff:
+            cut = int(times.popleft()[1])
+        events = self._events.get(conversation_id)
+        while events and events[0].seq <= cut:
+            events.popleft()
+
+    async def sweep_retention(self) -> None:
+        age = self.settings.retention_age
+        if age is None:
+            return
+        cutoff = self.clock() - age
+        for conversation_id in list(self._times):
+            self._trim_by_age(conversation_id, cutoff)
 
     async def flush(self) -> None:
         return None
@@ -108,6 +148,8 @@ class MemoryEventLog(EventLog):
     async def read(self, conversation_id: str, after: int, limit: int = 1000) -> list[StoredEvent]:
         events = self._events.get(conversation_id)
         if not events:
+            if after < self.committed_seq(conversation_id):
+                raise RetentionError(f"events after {after} are no longer retained")
             return []
         first = events[0].seq
         if after + 1 < first:
@@ -119,7 +161,10 @@ class MemoryEventLog(EventLog):
 
     async def oldest_seq(self, conversation_id: str) -> int:
         events = self._events.get(conversation_id)
-        return events[0].seq if events else 0
+        if events:
+            return events[0].seq
+        committed = self.committed_seq(conversation_id)
+        return committed + 1 if committed else 0
 
     async def wait(self, conversation_id: str, after: int) -> None:
         tail = self._tails.get(conversation_id)

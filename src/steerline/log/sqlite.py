@@ -75,10 +75,13 @@ from steerline.log.base import (
     EventLog,
     LogSettings,
     RetentionError,
+    RetentionSweeper,
     StorageUnavailableError,
     StoredEvent,
     StoreLockedError,
+    retention_tick,
     seal_envelope,
+    time_bucket,
 )
 from steerline.log.tail import ConversationTail
 
@@ -88,7 +91,8 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
+"""3: ``event_times`` (retention by age). Files of version 2 migrate on open."""
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "id",
@@ -105,8 +109,7 @@ RECORD_COLUMNS: tuple[str, ...] = (
 )
 """The :class:`ConversationRecord` fields, in table column order."""
 
-_SCHEMA = f"""
-BEGIN;
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -147,9 +150,33 @@ CREATE TABLE IF NOT EXISTS items (
     value BLOB NOT NULL,
     UNIQUE (conversation_id, collection, key)
 );
-PRAGMA user_version = {_SCHEMA_VERSION};
-COMMIT;
+CREATE TABLE IF NOT EXISTS event_times (
+    conversation_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (conversation_id, at)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_times_by_at ON event_times (at);
 """
+# event_times: when events were committed, one row per conversation per
+# retention tick (not a column per event: the events table and the replay
+# read stay as they are, and a commit of 256 events writes one small row).
+# A row (at, seq) says: every event up to seq was committed at or before at.
+
+_STAMP_EXISTING = (
+    "INSERT OR IGNORE INTO event_times (conversation_id, at, seq) "
+    "SELECT id, {at!r}, last_seq FROM conversations WHERE deleted = 0 AND last_seq > 0;"
+)
+"""Migrating from version 2: the events already stored have no time; they
+count as committed at the migration (dropped one age after it, not at once)."""
+_STAMP = (
+    "INSERT INTO event_times (conversation_id, at, seq) VALUES (?, ?, ?) "
+    "ON CONFLICT (conversation_id, at) DO UPDATE SET seq = max(seq, excluded.seq)"
+)
+_AGED_CUT = "SELECT max(seq) FROM event_times WHERE conversation_id = ? AND at <= ?"
+_AGED_ALL = (
+    "SELECT conversation_id, max(seq) FROM event_times WHERE at <= ? GROUP BY conversation_id"
+)
 
 _COLUMN_LIST = ", ".join(RECORD_COLUMNS)
 _INSERT_CONVERSATION = (
@@ -235,7 +262,7 @@ class _Waiter:
         return self.result
 
 
-_CommandKind = Literal["create", "update", "delete", "flush", "stop"]
+_CommandKind = Literal["create", "update", "delete", "flush", "stop", "sweep"]
 
 
 @dataclass(slots=True)
@@ -287,6 +314,10 @@ _SELECT_EVENTS = (
     "WHERE conversation_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
 )
 _NO_UPPER = 2**63 - 1
+_OLDEST = (
+    "SELECT coalesce((SELECT min(seq) FROM events WHERE conversation_id = ?), "
+    "(SELECT last_seq + 1 FROM conversations WHERE id = ? AND last_seq > 0 AND deleted = 0), 0)"
+)
 
 
 def _select_events(
@@ -298,6 +329,21 @@ def _select_events(
         (conversation_id, after, _NO_UPPER if upper is None else upper, limit),
     )
     return [StoredEvent(seq, name, envelope, run_id) for seq, name, envelope, run_id in cursor]
+
+
+def _select_events_or_last(
+    conn: sqlite3.Connection, conversation_id: str, after: int, upper: int | None, limit: int
+) -> tuple[list[StoredEvent], int]:
+    """The rows, and when there are none the last committed seq (``upper``, or
+    the stored one for a conversation not loaded): no rows below it means
+    retention dropped them all. The second query runs only on an empty read."""
+    rows = _select_events(conn, conversation_id, after, upper, limit)
+    if rows or upper is not None:
+        return rows, 0 if rows else upper or 0
+    row = conn.execute(
+        "SELECT last_seq FROM conversations WHERE id = ? AND deleted = 0", (conversation_id,)
+    ).fetchone()
+    return rows, int(row[0]) if row is not None else 0
 
 
 @dataclass(slots=True)
@@ -383,6 +429,8 @@ class SqliteEventLog(EventLog):
         self._read_limiter: anyio.CapacityLimiter | None = None
         self._ahead: dict[str, _ReadAhead] = {}
         """Loop side: per conversation, where its last file read ended (see _ReadAhead)."""
+        self._tick = retention_tick(self.settings)
+        self._sweeper = RetentionSweeper(self, self.settings)
 
     # -- lifecycle -------------------------------------------------------------
     def acquire(self) -> None:
@@ -463,6 +511,7 @@ class SqliteEventLog(EventLog):
         )
         self._checkpointer.start()
         self._accepting = True
+        self._sweeper.start()
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer and close every connection.
@@ -473,6 +522,7 @@ class SqliteEventLog(EventLog):
         """
         if self._thread is None or self._closed:
             return
+        await self._sweeper.stop()
         self._accepting = False
         thread = self._thread
         stopped = self._stopped
@@ -633,17 +683,20 @@ class SqliteEventLog(EventLog):
                 fetch = max(limit, min(ahead.fetch * 2, _READ_AHEAD_MAX))
         # At least one row even for limit <= 0, so the retention check below
         # still runs (the memory backend checks before slicing too).
-        rows = await self._query(
-            lambda conn: _select_events(conn, conversation_id, after, upper, max(fetch, 1))
+        rows, last = await self._query(
+            lambda conn: _select_events_or_last(conn, conversation_id, after, upper, max(fetch, 1))
         )
         if rows and rows[0].seq > after + 1:
             # seqs are contiguous, so a gap can only be events trimmed by retention.
             raise RetentionError(
                 f"events after {after} are no longer retained; the oldest kept is {rows[0].seq}"
             )
+        if not rows and after < last:
+            # committed events after ``after`` and none left: all were trimmed
+            raise RetentionError(f"events after {after} are no longer retained")
         if limit <= 0:
             return []
-        if rows and self.settings.retention_events is None:
+        if rows and self.settings.retention_events is None and not self._ages:
             self._remember_read(conversation_id, rows, limit, fetch)
         return rows[:limit] if len(rows) > limit else rows
 
@@ -661,11 +714,20 @@ class SqliteEventLog(EventLog):
 
     async def oldest_seq(self, conversation_id: str) -> int:
         row = await self._query(
-            lambda conn: conn.execute(
-                "SELECT min(seq) FROM events WHERE conversation_id = ?", (conversation_id,)
-            ).fetchone()
+            lambda conn: conn.execute(_OLDEST, (conversation_id, conversation_id)).fetchone()
         )
         return int(row[0]) if row is not None and row[0] is not None else 0
+
+    async def sweep_retention(self) -> None:
+        """Trim every conversation by age, in one writer transaction."""
+        if not self._ages:
+            return
+        self._check_writable()
+        await self._command(_Command("sweep", _Waiter()))
+
+    @property
+    def _ages(self) -> bool:
+        return self.settings.retention_age is not None
 
     async def wait(self, conversation_id: str, after: int) -> None:
         """Wait on the hot tail; raise rather than hang when commits stop.
@@ -747,6 +809,7 @@ class SqliteEventLog(EventLog):
         # The hot tail must never reach back further than retention does,
         # otherwise it would serve events the file no longer has and read()
         # would disagree with itself about RetentionError.
+        # (Retention by age drops events from it as it drops them from the file.)
         hot_limit = self.settings.hot_tail
         if self.settings.retention_events is not None:
             hot_limit = min(hot_limit, self.settings.retention_events)
@@ -846,10 +909,13 @@ class SqliteEventLog(EventLog):
             raise SteerlineError("the sqlite event log is not open; await open() first")
         return await anyio.to_thread.run_sync(self._with_reader, fn, limiter=self._read_limiter)
 
-    def _on_committed(self, events: dict[str, list[StoredEvent]], results: _Results) -> None:
+    def _on_committed(
+        self, events: dict[str, list[StoredEvent]], results: _Results, trimmed: dict[str, int]
+    ) -> None:
         """Loop side of a commit: make the events visible, then answer commands.
 
-        Events first, so a ``flush`` returns with ``committed_seq`` up to date.
+        Events first, so a ``flush`` returns with ``committed_seq`` up to date;
+        what retention by age dropped leaves the hot tails first.
         """
         self._writer_busy = False
         if self._pending:
@@ -858,6 +924,10 @@ class SqliteEventLog(EventLog):
             logger.warning("sqlite event log %r: the store writes again", self.path)
             self._outage = None
             self._signal_change()
+        for conversation_id, cut in trimmed.items():
+            tail = self._tails.get(conversation_id)
+            if tail is not None:
+                tail.drop_through(cut)
         for conversation_id, batch in events.items():
             tail = self._tails.get(conversation_id)
             if tail is not None:
@@ -957,11 +1027,19 @@ class SqliteEventLog(EventLog):
                 raise SteerlineError(
                     f"{self.path!r} has schema version {version}, newer than this steerline"
                 )
-            conn.executescript(_SCHEMA)
+            conn.executescript(self._schema_script(version))
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _schema_script(self, version: int) -> str:
+        """Create what is missing and migrate, in one transaction: a crash
+        mid-way leaves the file at its old version, migrated again next open."""
+        migrate = ""
+        if 0 < version < 3:
+            migrate = _STAMP_EXISTING.format(at=time_bucket(self.clock(), self._tick))
+        return f"BEGIN;\n{_SCHEMA}{migrate}\nPRAGMA user_version = {_SCHEMA_VERSION};\nCOMMIT;"
 
     def _checkpointer_main(self) -> None:
         """Every ``_CHECKPOINT_INTERVAL`` with commits since the last one: a
@@ -1043,7 +1121,7 @@ class SqliteEventLog(EventLog):
             stopping = isinstance(last, _Command) and last.kind == "stop"
             self._inflight = received
             try:
-                events, results = self._commit_batch(conn, batch)
+                events, results, trimmed = self._commit_batch(conn, batch)
             except Exception as exc:  # the batch is not stored: keep it, retry
                 try:
                     if conn.in_transaction:
@@ -1069,20 +1147,23 @@ class SqliteEventLog(EventLog):
             failing = False
             delay = 0.0
             received = received[len(batch) :] if batch is not received else []
-            self._post(self._on_committed, events, results)
+            self._post(self._on_committed, events, results, trimmed)
             if stopping:
                 return
 
     def _commit_batch(
         self, conn: sqlite3.Connection, batch: list[_Op]
-    ) -> tuple[dict[str, list[StoredEvent]], _Results]:
-        """Write one batch in one transaction; return what the loop must learn."""
+    ) -> tuple[dict[str, list[StoredEvent]], _Results, dict[str, int]]:
+        """Write one batch in one transaction; return what the loop must learn
+        (the events committed, the commands' answers, the seqs trimmed by age)."""
         events: dict[str, list[StoredEvent]] = {}
+        trimmed: dict[str, int] = {}
         last_seq: dict[str, int] = {}
         results: _Results = []
         rows: list[tuple[str, int, str, str | None, bytes]] = []
         deleted = self._deleted_by_writer
         in_transaction = False
+        sweep = False
 
         for item in batch:
             if isinstance(item, tuple):  # the hot path: keep it short
@@ -1094,6 +1175,10 @@ class SqliteEventLog(EventLog):
                 last_seq[conversation_id] = event.seq
                 continue
             if isinstance(item, _Command) and item.kind in ("flush", "stop"):
+                results.append((item.waiter, None))
+                continue
+            if isinstance(item, _Command) and item.kind == "sweep":
+                sweep = True
                 results.append((item.waiter, None))
                 continue
             if not in_transaction:
@@ -1140,6 +1225,7 @@ class SqliteEventLog(EventLog):
                         "UPDATE conversations SET last_seq = ? WHERE id = ?",
                         (first.seq, item.record.id),
                     )
+                    conn.execute(_STAMP, (item.record.id, self._now_bucket(), first.seq))
                 results.append((item.waiter, created))
             elif item.kind == "update":
                 assert item.record is not None
@@ -1156,19 +1242,26 @@ class SqliteEventLog(EventLog):
                 conn.execute("DELETE FROM events WHERE conversation_id = ?", (conversation_id,))
                 conn.execute("DELETE FROM state WHERE conversation_id = ?", (conversation_id,))
                 conn.execute("DELETE FROM items WHERE conversation_id = ?", (conversation_id,))
+                conn.execute(
+                    "DELETE FROM event_times WHERE conversation_id = ?", (conversation_id,)
+                )
                 if existed:
                     deleted.add(conversation_id)
                 events.pop(conversation_id, None)
                 results.append((item.waiter, existed))
 
-        if rows:
+        if rows or sweep:
             if not in_transaction:
                 conn.execute("BEGIN IMMEDIATE")
                 in_transaction = True
-            _insert_events(conn, rows)
+            if rows:
+                _insert_events(conn, rows)
         if not in_transaction:
-            return events, results
+            return events, results, trimmed
         retention = self.settings.retention_events
+        at = self._now_bucket()
+        age = self.settings.retention_age
+        cutoff = None if age is None else self.clock() - age
         for conversation_id, seq in last_seq.items():
             # last_seq outlives retention and deletes: it is what keeps a seq
             # from being handed out twice after a restart.
@@ -1176,14 +1269,30 @@ class SqliteEventLog(EventLog):
                 "UPDATE conversations SET last_seq = ? WHERE id = ? AND last_seq < ?",
                 (seq, conversation_id, seq),
             )
-            if retention is not None and conversation_id not in deleted:
+            if conversation_id in deleted:
+                continue
+            conn.execute(_STAMP, (conversation_id, at, seq))
+            if retention is not None:
                 conn.execute(
                     "DELETE FROM events WHERE conversation_id = ? AND seq <= ?",
                     (conversation_id, seq - retention),
                 )
+                # times of events all gone: they would only pile up
+                conn.execute(
+                    "DELETE FROM event_times WHERE conversation_id = ? AND seq <= ?",
+                    (conversation_id, seq - retention),
+                )
+            if cutoff is not None:
+                _trim_by_age(conn, conversation_id, cutoff, trimmed)
+        if sweep and cutoff is not None:
+            for conversation_id in [row[0] for row in conn.execute(_AGED_ALL, (cutoff,))]:
+                _trim_by_age(conn, conversation_id, cutoff, trimmed)
         conn.execute("COMMIT")
         self.commit_count += 1
-        return events, results
+        return events, results, trimmed
+
+    def _now_bucket(self) -> float:
+        return time_bucket(self.clock(), self._tick)
 
 
 _MULTI_ROWS = (64, 16, 4)
@@ -1212,6 +1321,24 @@ def _insert_events(
             start += n
     if start < total:
         conn.executemany(_INSERT_EVENT, rows[start:])
+
+
+def _trim_by_age(
+    conn: sqlite3.Connection, conversation_id: str, cutoff: float, trimmed: dict[str, int]
+) -> None:
+    """Drop the conversation's events committed at or before ``cutoff``
+    (and their time rows); note the last seq dropped for the loop's hot tail."""
+    row = conn.execute(_AGED_CUT, (conversation_id, cutoff)).fetchone()
+    if row is None or row[0] is None:
+        return
+    cut = int(row[0])
+    conn.execute(
+        "DELETE FROM events WHERE conversation_id = ? AND seq <= ?", (conversation_id, cut)
+    )
+    conn.execute(
+        "DELETE FROM event_times WHERE conversation_id = ? AND at <= ?", (conversation_id, cutoff)
+    )
+    trimmed[conversation_id] = max(cut, trimmed.get(conversation_id, 0))
 
 
 def _waiters(batch: list[_Op]) -> list[_Waiter]:

@@ -119,6 +119,13 @@ class ConversationTail:
             else:
                 self._schedule_wake()
 
+    def drop_through(self, seq: int) -> None:
+        """Forget the cached events up to ``seq``: retention dropped them from
+        storage, and memory must not serve what storage no longer has."""
+        hot = self.hot
+        while hot and hot[0].seq <= seq:
+            self.hot_bytes -= len(hot.popleft().envelope)
+
     def drop_hot(self) -> None:
         """Forget the cached events (an evicted conversation); storage has them."""
         self.hot.clear()

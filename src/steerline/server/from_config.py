@@ -46,6 +46,7 @@ LIMIT_SETTINGS: dict[str, str] = {
     "max_message_bytes": "service.inbox.max_message_bytes",
     "dedup_window": "service.inbox.dedup_window",
     "retention_events": "log.retention_events",
+    "retention_age": "log.retention_age",
     "synchronous": "log.synchronous",
     "store_batch_size": "log.batch_size",
     "hot_tail_events": "log.hot_tail",

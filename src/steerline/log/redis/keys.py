@@ -21,6 +21,12 @@ class Keys:
         """Set of conversations whose record says running (for the sweeper)."""
         return f"{self.prefix}:running"
 
+    @property
+    def aging(self) -> str:
+        """Sorted set of conversations by the time of their oldest recorded
+        commit (ms): the retention sweep visits those past the cutoff."""
+        return f"{self.prefix}:aging"
+
     def process(self, owner: str) -> str:
         """A process's own stream: control replies and reader wake-ups."""
         return f"{self.prefix}:proc:{owner}"
@@ -55,10 +61,23 @@ class ConversationKeys:
         return f"{self.base}:colls"
 
     @property
+    def times(self) -> str:
+        """Commit times by retention tick (see ``scripts._TIMES``)."""
+        return f"{self.base}:times"
+
+    @property
     def fixed(self) -> list[str]:
         """The keys every commit and delete script gets first, in this order:
-        record, log, state, lease, control, collections."""
-        return [self.record, self.log, self.state, self.lease, self.control, self.collections]
+        record, log, state, lease, control, collections, times."""
+        return [
+            self.record,
+            self.log,
+            self.state,
+            self.lease,
+            self.control,
+            self.collections,
+            self.times,
+        ]
 
     def items(self, collection: str) -> tuple[str, str]:
         """The items hash and its insertion-order sorted set."""

@@ -10,17 +10,50 @@ old), even if it takes no notice of the loss.
 
 from __future__ import annotations
 
-CREATE = """
--- KEYS: rec, log, lease   ARGV: owner, ttl_ms, record, [event, envelope, run]
+# Retention by age. Redis' own time-based trimming (XTRIM MINID on
+# millisecond ids) cannot serve: the entry ids are ``<seq>-0``. So each
+# conversation has a sorted set ``times`` of commit times, one member per
+# retention tick: member = the tick's end in ms, score = the last seq
+# committed by then ("every event up to score was committed at or before
+# member"). Seqs and ticks both only grow, so the lowest scores are the
+# oldest ticks: trimming pops them while their time is past the cutoff and
+# XTRIMs the stream up to the last seq they cover. The log entries and the
+# read path stay as they were (no time field per event).
+_TIMES = """
+local function stamp(times, at, seq)
+  local last = redis.call('ZRANGE', times, -1, -1)
+  if #last > 0 and tonumber(last[1]) > at then at = tonumber(last[1]) end
+  redis.call('ZADD', times, 'GT', seq, string.format('%d', at))
+end
+local function trim_age(times, log, cutoff)
+  local cut = 0
+  while true do
+    local first = redis.call('ZRANGE', times, 0, 0, 'WITHSCORES')
+    if #first == 0 or tonumber(first[1]) > cutoff then break end
+    cut = tonumber(first[2])
+    redis.call('ZREM', times, first[1])
+  end
+  if cut > 0 then redis.call('XTRIM', log, 'MINID', string.format('%d-0', cut + 1)) end
+  return cut
+end
+"""
+
+CREATE = (
+    _TIMES
+    + """
+-- KEYS: rec, log, lease, times   ARGV: owner, ttl_ms, record, now_tick_ms,
+--   [event, envelope, run]
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'r', ARGV[3], 'seq', 0, 'epoch', 1)
 redis.call('SET', KEYS[3], ARGV[1] .. '|1', 'PX', ARGV[2])
-if ARGV[4] then
-  redis.call('XADD', KEYS[2], '1-0', 'e', ARGV[4], 'b', ARGV[5], 'r', ARGV[6])
+if ARGV[5] then
+  redis.call('XADD', KEYS[2], '1-0', 'e', ARGV[5], 'b', ARGV[6], 'r', ARGV[7])
   redis.call('HSET', KEYS[1], 'seq', 1)
+  stamp(KEYS[4], tonumber(ARGV[4]), 1)
 end
 return 1
 """
+)
 
 ACQUIRE = """
 -- KEYS: rec, lease   ARGV: owner, ttl_ms
@@ -67,23 +100,27 @@ redis.call('XADD', KEYS[2], '*', 'q', ARGV[2], 'to', ARGV[3], 'b', ARGV[4])
 return holder
 """
 
-COMMIT = """
+COMMIT = (
+    _TIMES
+    + """
 -- One write batch of the lease holder, fenced by its lease value.
--- KEYS: rec, log, state, lease, ctl, colls, then (items, order) pairs
--- ARGV: lease value, retention (0: keep all), then operations:
+-- KEYS: rec, log, state, lease, ctl, colls, times, then (items, order) pairs
+-- ARGV: lease value, retention (0: keep all), now_tick_ms, age cutoff_ms
+-- (0: no retention by age), then operations:
 --   A seq event envelope run | S key value | I pair collection key value
 --   | D pair key
 --   R record | K control-entry-id
 -- Appends at or below the stored seq were written by an earlier attempt of
 -- this batch (its reply was lost): they are skipped, so a retry is harmless.
--- -> {'ok', seq} | {'fenced'} | {'gone'} | {'gap', seq}
+-- -> {'ok', seq, last seq trimmed by age or 0} | {'fenced'} | {'gone'} | {'gap', seq}
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'del') == '1' then
   return {'gone'}
 end
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return {'fenced'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local before = seq
 local retention = tonumber(ARGV[2])
-local i = 3
+local i = 5
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'A' then
@@ -126,8 +163,18 @@ while i <= #ARGV do
   end
 end
 redis.call('HSET', KEYS[1], 'seq', seq)
-return {'ok', seq}
+local cut = 0
+if seq > before then
+  stamp(KEYS[7], tonumber(ARGV[3]), seq)
+  if retention > 0 then
+    -- times of events MAXLEN dropped would only pile up
+    redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', seq - retention)
+  end
+end
+if tonumber(ARGV[4]) > 0 then cut = trim_age(KEYS[7], KEYS[2], tonumber(ARGV[4])) end
+return {'ok', seq, cut}
 """
+)
 
 DELETE = """
 -- KEYS: rec, log, state, lease, ctl, colls, then every (items, order) key
@@ -139,3 +186,20 @@ redis.call('HSET', KEYS[1], 'del', '1')
 for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
 """
+
+TRIM = (
+    _TIMES
+    + """
+-- The sweep: retention by age of one conversation, by any process (no
+-- lease: it only drops what is past the cutoff, which no write brings back).
+-- KEYS: rec, log, times   ARGV: cutoff_ms, now_ms
+-- -> {'gone'} | {'ok', last seq trimmed or 0, when to look again (ms)}
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'del') == '1' then
+  return {'gone'}
+end
+local cut = trim_age(KEYS[3], KEYS[2], tonumber(ARGV[1]))
+local oldest = redis.call('ZRANGE', KEYS[3], 0, 0)
+if #oldest > 0 then return {'ok', cut, oldest[1]} end
+return {'ok', cut, ARGV[2]}
+"""
+)

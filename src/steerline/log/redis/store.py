@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +40,12 @@ from steerline.log.base import (
     EventLog,
     LogSettings,
     RetentionError,
+    RetentionSweeper,
     StorageUnavailableError,
     StoredEvent,
+    retention_tick,
     seal_envelope,
+    time_bucket,
 )
 from steerline.log.redis import scripts
 from steerline.log.redis.background import LeaseKeeper, Reader
@@ -104,6 +108,9 @@ class _Local:
     """Waits in flight on its tail (viewers here): it is not forgotten meanwhile."""
     used: float = field(default_factory=time.monotonic)
     """When it was last created, read or waited on (see ``forget_idle``)."""
+    aging: bool = False
+    """This process has put it in the retention sweep's index (once is enough:
+    only a delete takes it out)."""
 
 
 class RedisEventLog(EventLog, SharedLog):
@@ -133,6 +140,8 @@ class RedisEventLog(EventLog, SharedLog):
         self._keeper: LeaseKeeper | None = None
         self._closed = False
         self.forget_after = FORGET_AFTER
+        self._tick = retention_tick(self.settings)
+        self._sweeper = RetentionSweeper(self, self.settings)
 
     # -- lifecycle -------------------------------------------------------------
     def _client(self, **extra: Any) -> aioredis.Redis:
@@ -188,7 +197,7 @@ class RedisEventLog(EventLog, SharedLog):
             raise
         self._scripts: dict[str, Any] = {
             name: self.redis.register_script(getattr(scripts, name))
-            for name in ("CREATE", "ACQUIRE", "RELEASE", "SEND_CONTROL", "COMMIT", "DELETE")
+            for name in ("CREATE", "ACQUIRE", "RELEASE", "SEND_CONTROL", "COMMIT", "DELETE", "TRIM")
         }
         self._writer = asyncio.create_task(self._write_forever(), name="steerline-redis-writer")
         self._reader = Reader(self, self._client(socket_timeout=self._block_seconds + 10))
@@ -201,6 +210,7 @@ class RedisEventLog(EventLog, SharedLog):
             lambda cid: self.keys.conversation(cid).lease,
         )
         self._keeper.start()
+        self._sweeper.start()
 
     @property
     def _block_seconds(self) -> float:
@@ -229,6 +239,7 @@ class RedisEventLog(EventLog, SharedLog):
         if self._closed or self._redis is None:
             return
         self._closed = True
+        await self._sweeper.stop()
         try:
             with_timeout = asyncio.timeout(self.settings.close_timeout)
             async with with_timeout:
@@ -314,27 +325,36 @@ class RedisEventLog(EventLog, SharedLog):
         self, record: ConversationRecord, first_event: tuple[str, bytes] | None = None
     ) -> None:
         keys = self.keys.conversation(record.id)
-        args: list[Any] = [self.owner, int(self.lease_ttl * 1000), _record_encoder.encode(record)]
+        at = self._now_tick_ms()
+        args: list[Any] = [
+            self.owner,
+            int(self.lease_ttl * 1000),
+            _record_encoder.encode(record),
+            at,
+        ]
         first: StoredEvent | None = None
         if first_event is not None:
             first = StoredEvent(1, first_event[0], seal_envelope(first_event[1], 1))
             args += [first.event, first.envelope, ""]
         created = await self._call(
-            self._scripts["CREATE"](keys=[keys.record, keys.log, keys.lease], args=args)
+            self._scripts["CREATE"](keys=[keys.record, keys.log, keys.lease, keys.times], args=args)
         )
         if not created:
             raise ConversationExistsError(f"conversation id {record.id!r} is already used")
-        await self._call(self._index(record))
+        await self._call(self._index(record, at if first is not None else None))
         local = self._local(record.id, 0, record.tenant)
+        local.aging = first is not None
         self._hold(record.id, local, f"{self.owner}|1")
         if first is not None:
             local.tail.assigned_seq = 1
             local.tail.committed([first])
 
-    async def _index(self, record: ConversationRecord) -> None:
+    async def _index(self, record: ConversationRecord, aging_at: int | None = None) -> None:
         """The cross-conversation indexes (other slots: not in the script)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(self.keys.tenant(record.tenant), {record.id: record.updated_at})
+        if aging_at is not None:
+            pipe.zadd(self.keys.aging, {record.id: aging_at}, nx=True)
         if record.status == "running":
             pipe.sadd(self.keys.running, record.id)
         else:
@@ -392,6 +412,7 @@ class RedisEventLog(EventLog, SharedLog):
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrem(self.keys.tenant(tenant), conversation_id)
         pipe.srem(self.keys.running, conversation_id)
+        pipe.zrem(self.keys.aging, conversation_id)
         await self._call(pipe.execute())
         local = self._locals.pop(conversation_id, None)
         if local is not None:
@@ -477,7 +498,62 @@ class RedisEventLog(EventLog, SharedLog):
     async def oldest_seq(self, conversation_id: str) -> int:
         keys = self.keys.conversation(conversation_id)
         first = await self._call(self.redis.xrange(keys.log, min="-", max="+", count=1))
-        return event_of(*first[0]).seq if first else 0
+        if first:
+            return event_of(*first[0]).seq
+        # an empty log: nothing ever appended, or retention dropped it all
+        seq, deleted = await self._call(self.redis.hmget(keys.record, ["seq", "del"]))
+        return int(seq) + 1 if seq and int(seq) and deleted != b"1" else 0
+
+    async def sweep_retention(self) -> None:
+        """Trim, by age, the conversations the index says hold expired times:
+        a page at a time, each in one script. Any process may sweep (each
+        does): the scripts are idempotent, and a conversation is then
+        re-scored at its oldest remaining time, so it is visited again only
+        when that expires."""
+        age = self.settings.retention_age
+        if age is None:
+            return
+        now = self.clock()
+        cutoff, now_ms = int((now - age) * 1000), int(now * 1000)
+        for _page in range(64):
+            ids = await self._call(
+                self.redis.zrangebyscore(self.keys.aging, "-inf", cutoff, start=0, num=256)
+            )
+            if not ids:
+                return
+            await self._sweep_page([i.decode() for i in ids], cutoff, now_ms)
+            if len(ids) < 256:
+                return
+
+    async def _sweep_page(self, ids: list[str], cutoff: int, now_ms: int) -> None:
+        """Run TRIM over ``ids`` in one round trip, then re-score them (GT:
+        never back below what another sweep or a commit set meanwhile)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ids:
+            keys = self.keys.conversation(cid)
+            await self._scripts["TRIM"](
+                keys=[keys.record, keys.log, keys.times], args=[cutoff, now_ms], client=pipe
+            )
+        replies = await self._call(pipe.execute())
+        pipe = self.redis.pipeline(transaction=False)
+        for cid, reply in zip(ids, replies, strict=True):
+            if reply[0] == b"gone":
+                pipe.zrem(self.keys.aging, cid)
+                continue
+            pipe.zadd(self.keys.aging, {cid: int(reply[2])}, gt=True)
+            local = self._locals.get(cid)
+            if local is not None and int(reply[1]):
+                local.tail.drop_through(int(reply[1]))
+        await self._call(pipe.execute())
+
+    def _now_tick_ms(self) -> int:
+        """The retention tick ``now`` falls in, as the ms a commit is recorded at."""
+        return math.ceil(time_bucket(self.clock(), self._tick) * 1000)
+
+    def _cutoff_ms(self) -> int:
+        """Events recorded at or before this ms are past ``retention_age`` (0: no age)."""
+        age = self.settings.retention_age
+        return 0 if age is None else max(1, int((self.clock() - age) * 1000))
 
     async def wait(self, conversation_id: str, after: int) -> None:
         if not self._available:
@@ -596,6 +672,9 @@ class RedisEventLog(EventLog, SharedLog):
             for (cid, local, _ops, events, _record), result in zip(taken, results, strict=True):
                 status = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
                 if status == "ok":
+                    local.tail.drop_through(int(result[2]))  # trimmed by age
+                    if events:
+                        local.aging = True
                     local.tail.committed(events)
                 elif status == "gone":
                     local.tail.deleted = True
@@ -640,11 +719,14 @@ class RedisEventLog(EventLog, SharedLog):
     ) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         retention = self.settings.retention_events or 0
-        for cid, local, ops, _events, record in taken:
+        at, cutoff = self._now_tick_ms(), self._cutoff_ms()
+        counts: list[int] = []
+        """Commands in the pipeline per conversation (its script first)."""
+        for cid, local, ops, events, record in taken:
             keys = local.keys
             script_keys = keys.fixed
             pairs: dict[str, int] = {}
-            args: list[Any] = [local.lease or "", retention]
+            args: list[Any] = [local.lease or "", retention, at, cutoff]
             for op in ops:
                 kind = op[0]
                 if kind in ("I", "D"):
@@ -661,7 +743,12 @@ class RedisEventLog(EventLog, SharedLog):
                 else:
                     args += op
             await self._scripts["COMMIT"](keys=script_keys, args=args, client=pipe)
+            counts.append(1)
+            if events and not local.aging:
+                pipe.zadd(self.keys.aging, {cid: at}, nx=True)
+                counts[-1] += 1
             if record is not None:
+                counts[-1] += 2
                 decoded = _record_decoder.decode(record)
                 pipe.zadd(self.keys.tenant(decoded.tenant), {cid: decoded.updated_at})
                 if decoded.status == "running":
@@ -671,7 +758,7 @@ class RedisEventLog(EventLog, SharedLog):
         replies = await pipe.execute(raise_on_error=False)
         results: list[Any] = []
         index = 0
-        for _cid, _local, _ops, _events, record in taken:
+        for count in counts:
             reply = replies[index]
             if isinstance(reply, TRANSIENT):
                 raise reply
@@ -679,7 +766,7 @@ class RedisEventLog(EventLog, SharedLog):
                 logger.error("Redis refused a write: %s", reply)
                 reply = [b"error"]
             results.append(reply)
-            index += 1 if record is None else 3
+            index += count
         return results
 
     # -- leases (SharedLog) --------------------------------------------------------
