@@ -19,6 +19,7 @@ from tests.server.clients import (
     client,
     error_of,
     eventually,
+    in_server,
     names,
     new_conversation,
     open_socket,
@@ -380,6 +381,37 @@ async def test_id_older_than_retention(make_server: Callable[..., RunningServer]
             assert reply["type"] == "error" and reply["error"]["code"] == "resume_too_old"
             ok = await socket.request({"type": "resume", "request_id": "ok", "after": oldest})
             assert ok["type"] == "ack"
+
+
+async def test_id_older_than_retention_by_age(make_server: Callable[..., RunningServer]) -> None:
+    """Retention by age, after the sweep emptied an idle conversation's log:
+    a resume from before it is 409, from its last seq it is fine, history is empty."""
+    server = make_server(ServerSettings(store="memory://", log=LogSettings(retention_age=80.0)))
+    log = server.state.log
+    now = [log.clock()]
+    log.clock = lambda: now[0]  # type: ignore[method-assign]
+    cid = "conv-aged"
+    async with client() as http:
+        async with open_stream(
+            http,
+            "POST",
+            f"{server.api}/agents/stream",
+            json={"query": "a b c", "conversation_id": cid},
+        ) as stream:
+            await stream.rest()
+        await eventually(_idle(http, server, cid), what="the run ended")
+        last = stream.last_seq
+        assert last is not None and last > 1
+        now[0] += 200
+        await in_server(server, log.sweep_retention)
+        url = f"{server.api}/conversations/{cid}/stream"
+        error_of(await http.get(url, headers={"Last-Event-ID": "1"}), 409, "resume_too_old")
+        error_of(await http.get(url, params={"after": 0}), 409, "resume_too_old")
+        assert await read_log(http, server, cid) == []
+        async with open_stream(http, "GET", url, headers={"Last-Event-ID": str(last)}) as resumed:
+            assert await resumed.rest() == []
+        history = await http.get(f"{server.api}/conversations/{cid}/history")
+        assert history.status_code == 200, history.text
 
 
 def _idle(http: Any, server: RunningServer, cid: str) -> Callable[[], Any]:
