@@ -394,3 +394,28 @@ async def test_a_lease_unconfirmed_through_an_outage_is_asked_for_again(
     await wait_idle(held)
     names = await events_of(b, conversation.id)
     assert names.count(EventName.DONE) == 2 and names[-1] == EventName.DONE
+
+
+async def test_the_process_stream_keeps_its_expiry_while_the_process_lives(
+    redis_url: str,
+) -> None:
+    """The process's own stream (replies, wake-ups) expires a day after the
+    process is gone; its expiry is renewed while it lives (set once at start, a
+    key re-created by a requester after a day would never expire)."""
+    log = RedisEventLog(redis_url)
+    await log.open()
+    try:
+        reader = log._reader
+        own = log.keys.process(log.owner)
+        assert 0 < await log.redis.ttl(own) <= reader.own_ttl
+        await log.redis.persist(own)  # as if the key had been re-created
+        assert await log.redis.ttl(own) == -1
+        reader.refresh_every = 0.0  # renew at the reader's next round
+        reader.watch_changed()
+
+        async def renewed() -> bool:
+            return bool(await log.redis.ttl(own) > 0)
+
+        await eventually(renewed, what="the reader renewing its stream's expiry")
+    finally:
+        await log.close()

@@ -69,6 +69,13 @@ BLOCK_MS = 5000
 """An ``XREAD`` blocks at most this long (well under the socket timeout)."""
 FORGET_EVERY = 5.0
 """Seconds between two looks for conversations nobody here watches any more."""
+OWN_STREAM_TTL = 86400
+"""Seconds this process's own stream outlives it (its replies and wake-ups
+are of no use once it is gone)."""
+OWN_STREAM_REFRESH = 3600.0
+"""Seconds between two renewals of that expiry while the process lives: set
+once at start, a process up longer than a day would lose it, and a requester
+writing to the stream afterwards would leave a key that never expires."""
 
 
 class Reader:
@@ -80,13 +87,18 @@ class Reader:
         self._task: asyncio.Task[None] | None = None
         self._waking = False
         self._stopping = False
+        self.own_ttl = OWN_STREAM_TTL
+        self.refresh_every = OWN_STREAM_REFRESH
+        self._refreshed = 0.0
+        """When the expiry was last set (monotonic)."""
 
     async def start(self) -> None:
         # this process's stream starts at a marker: replies come after it
         self._cursor = await self._log.redis.xadd(
             self._own, {"w": "start"}, maxlen=1000, approximate=True
         )
-        await self._log.redis.expire(self._own, 86400)
+        await self._log.redis.expire(self._own, self.own_ttl)
+        self._refreshed = time.monotonic()
         self._task = asyncio.create_task(self._read_forever(), name="steerline-redis-reader")
 
     async def stop(self) -> None:
@@ -138,6 +150,9 @@ class Reader:
                     await self._client.ping()
                     failing = False
                     self._log.reachable_again()
+                if time.monotonic() - self._refreshed >= self.refresh_every:
+                    await self._client.expire(self._own, self.own_ttl)
+                    self._refreshed = time.monotonic()
                 replies = await self._client.xread(streams, count=1000, block=BLOCK_MS)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 # once per outage at WARNING (the log says when it is back)
