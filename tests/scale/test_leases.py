@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from steerline.core.errors import InvalidValueError, StorageUnavailableError
@@ -419,3 +420,27 @@ async def test_the_process_stream_keeps_its_expiry_while_the_process_lives(
         await eventually(renewed, what="the reader renewing its stream's expiry")
     finally:
         await log.close()
+
+
+async def test_a_request_arriving_while_an_unloaded_conversations_lease_is_let_go(
+    services: Callable[[], object],
+) -> None:
+    """An idle conversation is unloaded and its lease let go in the background;
+    a request arriving meanwhile (after the letting go began, before Redis
+    answered it) must find the conversation held, or take its lease again,
+    never run it here on a lease already let go (its writes would be refused)."""
+    a: ConversationService = await services()  # type: ignore[misc]
+    conversation = await a.create("t")
+    await conversation.submit("hello")
+    await wait_idle(conversation)
+    await a.log.flush()
+    a._unload(conversation)
+    await anyio.lowlevel.checkpoint()  # the letting go starts: it waits on Redis now
+    again = await a.open("t", conversation.id)
+    assert isinstance(again, Conversation)
+    await again.submit("are you there?")
+    await wait_idle(again)
+    names = await events_of(a, conversation.id)
+    assert names.count(EventName.DONE) == 2, names
+    assert EventName.SYSTEM_FAILED not in names
+    assert a.shared is not None and a.shared.holds(conversation.id)

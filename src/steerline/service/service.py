@@ -76,6 +76,11 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id('proc')}"
 
 
+class _LeaseLetGo(Exception):
+    """A shared conversation's lease was let go while a request waited to load
+    it; :meth:`ConversationService.open` takes it again."""
+
+
 class ConversationService:
     """Entered as an async context manager for the server's lifetime."""
 
@@ -170,6 +175,10 @@ class ConversationService:
             async with lock:
                 live = self._live.get(conversation_id)
                 if live is None:
+                    if self.shared is not None and not self.shared.holds(conversation_id):
+                        # its lease was let go (unloaded) while this request
+                        # waited: open() takes it again, or finds its holder
+                        raise _LeaseLetGo(conversation_id)
                     record = await self.log.get_conversation(conversation_id)
                     if record is None:
                         raise self._not_found(conversation_id)
@@ -205,7 +214,10 @@ class ConversationService:
                     if not self.shared.holds(conversation_id):
                         return await remote_view(self, record)
                     continue  # taken over here meanwhile
-            return await self.get(tenant, conversation_id)
+            try:
+                return await self.get(tenant, conversation_id)
+            except _LeaseLetGo:
+                continue
 
     async def get_held(self, conversation_id: str) -> Conversation:
         """A conversation whose lease this process holds, loaded if it was unloaded."""
@@ -430,10 +442,20 @@ class ConversationService:
             shared, cid = self.shared, conversation.id
 
             async def release() -> None:
-                # refused while control requests wait: they reload it here
+                # refused while control requests wait: they reload it here.
+                # Under the conversation's loading lock: a request arriving
+                # meanwhile waits, then takes the lease again (get() raises
+                # _LeaseLetGo to open()) instead of loading it here on a lease
+                # already let go, whose every write Redis would refuse
                 with anyio.CancelScope(shield=True):
-                    if self._live.get(cid) is None and await shared.release_lease(cid):
-                        self.log.release(cid)
+                    lock = self._loading.setdefault(cid, anyio.Lock())
+                    try:
+                        async with lock:
+                            if self._live.get(cid) is None and await shared.release_lease(cid):
+                                self.log.release(cid)
+                    finally:
+                        if not lock.statistics().tasks_waiting:
+                            self._loading.pop(cid, None)
 
             self._group.start_soon(release)
             return
