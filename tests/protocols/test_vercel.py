@@ -66,19 +66,33 @@ def node(script: str, *args: str, stdin: str | None = None) -> dict[str, Any]:
 
 
 def check_chunks(chunks: list[Chunk], errors: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The AI SDK's verdict on ``chunks``: valid for ai 6 (and ai 5's field sets),
-    every part opened before its deltas and closed before ``finish``, assembled
-    by ``readUIMessageStream`` with no error but the ``error`` chunks expected.
-    Returns the assembled UIMessage."""
+    """The AI SDK's verdict on ``chunks``: valid for ai 6 and ai 5 (their own
+    schemas, and the field sets of early 5.x's strict one), every part opened
+    before its deltas and closed before ``finish``, assembled by each major's
+    ``readUIMessageStream`` with no error but the ``error`` chunks expected and
+    the same text. Returns the UIMessage ai 6 assembled."""
     report = node("vercel_check.mjs", stdin=json.dumps({"chunks": chunks}))
     assert report["count"] == len(chunks)
     assert report["invalid"] == []
+    assert report["invalidV5"] == []
     assert report["extraKeys"] == []
     assert report["order"] == []
     assert report["unclosed"] == []
     assert report["streamErrors"] == list(errors)
+    assert report["streamErrorsV5"] == list(errors)
     message: dict[str, Any] = report["message"]
+    if message is not None:
+        assert _texts(report["messageV5"]) == _texts(message)
     return message
+
+
+def _texts(message: dict[str, Any]) -> list[tuple[str, str]]:
+    """The text and reasoning parts of a UIMessage, in order."""
+    return [
+        (part["type"], part.get("text", ""))
+        for part in message.get("parts", [])
+        if part.get("type") in ("text", "reasoning")
+    ]
 
 
 # -- reading a UI message stream ------------------------------------------------------

@@ -2,13 +2,16 @@
 //
 // stdin: {"chunks": [...]}. stdout: one JSON report:
 // - invalid: chunks that ai@6's own uiMessageChunkSchema refuses;
-// - extraKeys: fields outside what ai@5's strict schema allows (v5 refuses them);
+// - invalidV5: chunks that ai@5's uiMessageChunkSchema refuses;
+// - extraKeys: fields outside what ai@5's strict schema allows (early 5.x
+//   releases refuse them);
 // - streamErrors: what readUIMessageStream reported (a delta of a part never
 //   started, an `error` chunk, ...);
 // - unclosed: text/reasoning/tool parts still open at `finish`; order: problems
 //   with start/finish/[DONE] placement;
 // - message: the UIMessage readUIMessageStream assembled.
 import { readUIMessageStream, uiMessageChunkSchema } from "ai";
+import * as ai5 from "ai5"; // npm:ai@5: the previous major, still what many apps run
 
 // The fields each chunk type may carry in both ai 5 (z.strictObject) and ai 6.
 const V5_FIELDS = {
@@ -39,12 +42,20 @@ async function readStdin() {
 
 const { chunks } = await readStdin();
 const schema = uiMessageChunkSchema();
-const report = { count: chunks.length, invalid: [], extraKeys: [], streamErrors: [], unclosed: [], order: [] };
+const schemaV5 = ai5.uiMessageChunkSchema();
+const report = {
+  count: chunks.length, invalid: [], invalidV5: [], extraKeys: [], streamErrors: [],
+  streamErrorsV5: [], unclosed: [], order: [],
+};
 
 for (const [index, chunk] of chunks.entries()) {
   const result = await schema.validate(chunk);
   if (!result.success) {
     report.invalid.push({ index, chunk, error: String(result.error).slice(0, 300) });
+  }
+  const resultV5 = await schemaV5.validate(chunk);
+  if (!resultV5.success) {
+    report.invalidV5.push({ index, chunk, error: String(resultV5.error).slice(0, 300) });
   }
   const allowed = chunk.type?.startsWith("data-") ? DATA_FIELDS : V5_FIELDS[chunk.type];
   if (allowed === undefined) {
@@ -81,18 +92,24 @@ for (const [index, chunk] of chunks.entries()) {
 }
 if (!finished) report.order.push({ index: chunks.length, problem: "no finish" });
 
-const stream = new ReadableStream({
-  start(controller) {
-    for (const chunk of chunks) controller.enqueue(structuredClone(chunk)); // ai mutates data chunks
-    controller.close();
-  },
-});
-let message = null;
-for await (const snapshot of readUIMessageStream({
-  stream,
-  onError: (error) => report.streamErrors.push(String(error?.message ?? error)),
-})) {
-  message = snapshot;
+function streamOf(list) {
+  return new ReadableStream({
+    start(controller) {
+      for (const chunk of list) controller.enqueue(structuredClone(chunk)); // ai mutates data chunks
+      controller.close();
+    },
+  });
 }
-report.message = message;
+async function assemble(read, errors) {
+  let message = null;
+  for await (const snapshot of read({
+    stream: streamOf(chunks),
+    onError: (error) => errors.push(String(error?.message ?? error)),
+  })) {
+    message = snapshot;
+  }
+  return message;
+}
+report.message = await assemble(readUIMessageStream, report.streamErrors);
+report.messageV5 = await assemble(ai5.readUIMessageStream, report.streamErrorsV5);
 process.stdout.write(JSON.stringify(report));
