@@ -247,10 +247,15 @@ async def check_resume_point(state: ServerState, conv: ConversationHandle, after
     """409 for an id older than the retained log, 400 for one not yet written."""
     oldest = await state.log.oldest_seq(conv.id)
     if oldest and after + 1 < oldest:
+        kept = (
+            f"oldest kept: {oldest}"
+            if oldest <= state.log.committed_seq(conv.id)
+            else f"none is kept: retention dropped every event up to {oldest - 1}"
+        )
         raise HTTPError(
             409,
             "resume_too_old",
-            f"event {after} is older than the retained log (oldest kept: {oldest}); "
+            f"event {after} is older than the retained log ({kept}); "
             "fetch /history and stream from its last_seq",
         )
     if after > state.log.committed_seq(conv.id):
