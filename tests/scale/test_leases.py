@@ -160,6 +160,18 @@ async def test_a_prompt_during_the_recovery_of_a_dead_owners_run_waits_for_its_e
         return EventName.TOOL_CALL_STARTED in await events_of(a, cid)
 
     await eventually(tool_running, within=5, what="the tool call started")
+    # a dead process sweeps no more: else a's own periodic sweep (every TTL/3)
+    # may find the lease deleted below free before b does, take it back and
+    # end the run itself, and b's recovery this test pauses never comes
+    a_swept = anyio.Event()
+
+    async def dead_sweep() -> int:
+        a_swept.set()
+        return 0
+
+    a.sweep = dead_sweep  # type: ignore[method-assign]
+    with anyio.fail_after(10):
+        await a_swept.wait()  # a sweep of a's under way before has returned
     log_b = b.log
     assert isinstance(log_b, RedisEventLog)
     # a's lease is gone (as when a dies); b's sweep will end a's run
@@ -184,12 +196,13 @@ async def test_a_prompt_during_the_recovery_of_a_dead_owners_run_waits_for_its_e
         lock = b._loading.get(cid)
         return answered.is_set() or (lock is not None and lock.statistics().tasks_waiting > 0)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(b.sweep)
-        tg.start_soon(prompt)
-        await recovering.wait()
-        await eventually(waiting_or_answered, what="the prompt answered or waiting")
-        proceed.set()
+    with anyio.fail_after(30):  # a failure, never a hang, if the recovery is not b's
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.sweep)
+            tg.start_soon(prompt)
+            await recovering.wait()
+            await eventually(waiting_or_answered, what="the prompt answered or waiting")
+            proceed.set()
     held = await b.get_held(cid)
     await wait_idle(held)
     await b.log.flush()
