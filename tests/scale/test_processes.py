@@ -14,7 +14,9 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
+import redis.asyncio as aioredis
 
+from steerline.log.redis.keys import Keys
 from tests.redis_server import RedisServer
 from tests.server.clients import (
     Envelope,
@@ -192,12 +194,18 @@ async def test_a_viewer_on_the_process_that_ends_a_dead_owners_run_sees_what_fol
     processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
 ) -> None:
     """The process that ends a dead owner's run takes the lease, writes the
-    end and lets the lease go again; a viewer it has of that conversation
-    goes on receiving what the next holder writes, well before a heartbeat.
+    end and lets the lease go again (once it unloads the conversation); a
+    viewer it has of that conversation goes on receiving what the next
+    holder writes, well before a heartbeat.
     (Seen by hand: the release dropped the tail the viewer waited on, and
     the next run reached it 15 s later. It depends on the viewer waiting at
     that moment: test_leases.py::test_a_viewer_waiting_here_outlives_a_lease_
     taken_and_let_go_here makes sure it is.)"""
+    # b unloads the conversation soon after ending the run, which lets its
+    # lease go, so c takes it and runs the next prompt itself (while b holds
+    # it, c forwards the prompt to b, which runs it beside its viewer: the
+    # release this test is about never happens)
+    (tmp_path / "steerline.toml").write_text("[server.limits]\nidle_unload_after = 0.5\n")
     a, b = await start(processes, redis_server, tmp_path, 2)
     async with open_stream(
         http, "POST", f"{a.api}/agents/stream", json={"query": '/call sleep {"seconds": 60}'}
@@ -209,9 +217,16 @@ async def test_a_viewer_on_the_process_that_ends_a_dead_owners_run_sees_what_fol
         ) as follower:
             await follower.until("tool_call_started")
             a.kill()
-            # b, the only process left, ends the run (and lets the lease go)
+            # b, the only process left, ends the run (and lets the lease go once idle)
             ending = await follower.until("done", within=TTL * 5)
             assert names(ending)[-3:] == ["system_failed", "task_failed", "done"]
+            lease = Keys().conversation(cid).lease
+            async with aioredis.from_url(redis_server.url) as redis:
+
+                async def let_go() -> bool:
+                    return not await redis.exists(lease)
+
+                await eventually(let_go, what="b letting the lease go")
             c = (await start(processes, redis_server, tmp_path, 1))[0]
             async with open_stream(
                 http,
