@@ -8,11 +8,14 @@ tests also register ``demo-seq``, the demo model with sequential tools.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import httpx2
 import pytest
 
 from steerline.models.demo import DemoModel
@@ -24,6 +27,7 @@ from steerline.tools.base import tool
 from steerline.tools.builtin import demo_tools
 from tests.server.clients import (
     Envelope,
+    Stream,
     assert_contiguous,
     client,
     error_of,
@@ -105,6 +109,17 @@ class Gated:
 
     async def open(self) -> None:
         await self.gate.open(self.server)
+
+    @contextlib.asynccontextmanager
+    async def held(
+        self, http: httpx2.AsyncClient, **body: Any
+    ) -> AsyncIterator[tuple[Stream, str]]:
+        """A run of ``HOLD`` (``body`` added to it) streaming, once it is in the
+        hold tool: its stream and its conversation id."""
+        url = f"{self.server.api}/agents/stream"
+        async with open_stream(http, "POST", url, json={**HOLD, **body}) as running:
+            await running.until(is_hold_started)
+            yield running, running.events[0]["data"]["conversation_id"]
 
 
 @pytest.fixture
@@ -276,12 +291,7 @@ async def test_interrupt_mode_on_agents_stream(seq_server: RunningServer) -> Non
 
 async def test_follow_up_on_busy_conversation_waits_for_the_run(gated: Gated) -> None:
     server = gated.server
-    async with (
-        client() as http,
-        open_stream(http, "POST", f"{server.api}/agents/stream", json=HOLD) as running,
-    ):
-        await running.until(is_hold_started)
-        cid = running.events[0]["data"]["conversation_id"]
+    async with client() as http, gated.held(http) as (running, cid):
         async with open_stream(
             http,
             "POST",
@@ -316,12 +326,7 @@ async def test_follow_up_on_busy_conversation_waits_for_the_run(gated: Gated) ->
 
 async def test_auto_mode_on_busy_conversation_is_a_follow_up(gated: Gated) -> None:
     server = gated.server
-    async with (
-        client() as http,
-        open_stream(http, "POST", f"{server.api}/agents/stream", json=HOLD) as running,
-    ):
-        await running.until(is_hold_started)
-        cid = running.events[0]["data"]["conversation_id"]
+    async with client() as http, gated.held(http) as (running, cid):
         async with open_stream(
             http,
             "POST",
@@ -353,13 +358,7 @@ async def test_reject_mode(gated: Gated) -> None:
             events = await stream.rest()
         cid = events[0]["data"]["conversation_id"]
         assert payload(events[-1])["stop_reason"] == "completed"
-        async with open_stream(
-            http,
-            "POST",
-            f"{server.api}/agents/stream",
-            json={**HOLD, "conversation_id": cid},
-        ) as running:
-            await running.until(is_hold_started)
+        async with gated.held(http, conversation_id=cid) as (running, _):
             response = await http.post(
                 f"{server.api}/agents/stream",
                 json={"query": "busy?", "conversation_id": cid, "mode": "reject"},
@@ -435,12 +434,7 @@ async def test_follow_up_by_post_while_busy_and_steer_served_first(
 
 async def test_duplicate_message_id_queues_nothing(gated: Gated) -> None:
     server = gated.server
-    async with (
-        client() as http,
-        open_stream(http, "POST", f"{server.api}/agents/stream", json=HOLD) as stream,
-    ):
-        await stream.until(is_hold_started)
-        cid = stream.events[0]["data"]["conversation_id"]
+    async with client() as http, gated.held(http) as (stream, cid):
         url = f"{server.api}/conversations/{cid}/messages"
         one = await http.post(url, json={"content": "once", "id": "same"})
         two = await http.post(url, json={"content": "once", "id": "same"})
