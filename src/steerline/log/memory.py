@@ -104,8 +104,10 @@ class MemoryEventLog(EventLog):
         if retention is not None:
             while len(events) > retention:
                 events.popleft()
-        self._stamp(conversation_id, seq)
         if self.settings.retention_age is not None:
+            # (only with an age: unlike the files, nothing here outlives a
+            # restart, so no age set later could read times recorded now)
+            self._stamp(conversation_id, seq)
             self._trim_by_age(conversation_id, self.clock() - self.settings.retention_age)
         tail.committed([stored])
         return seq

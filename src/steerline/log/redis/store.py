@@ -510,11 +510,9 @@ class RedisEventLog(EventLog, SharedLog):
         does): the scripts are idempotent, and a conversation is then
         re-scored at its oldest remaining time, so it is visited again only
         when that expires."""
-        age = self.settings.retention_age
-        if age is None:
+        if self.settings.retention_age is None:
             return
-        now = self.clock()
-        cutoff, now_ms = int((now - age) * 1000), int(now * 1000)
+        cutoff, now_ms = self._cutoff_ms(), int(self.clock() * 1000)
         for _page in range(64):
             ids = await self._call(
                 self.redis.zrangebyscore(self.keys.aging, "-inf", cutoff, start=0, num=256)
