@@ -338,8 +338,10 @@ def _select_events_or_last(
     the stored one for a conversation not loaded): no rows below it means
     retention dropped them all. The second query runs only on an empty read."""
     rows = _select_events(conn, conversation_id, after, upper, limit)
-    if rows or upper is not None:
-        return rows, 0 if rows else upper or 0
+    if rows:
+        return rows, 0
+    if upper is not None:
+        return rows, upper
     row = conn.execute(
         "SELECT last_seq FROM conversations WHERE id = ? AND deleted = 0", (conversation_id,)
     ).fetchone()
