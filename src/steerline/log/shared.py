@@ -19,6 +19,8 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from steerline.log.base import StoredEvent
+
 
 class LeaseState(enum.Enum):
     ACQUIRED = "acquired"
@@ -51,6 +53,10 @@ class ControlRequest:
 
 
 ControlHandler = Callable[[ControlRequest], Awaitable[None]]
+ForeignHandler = Callable[[str, list[StoredEvent]], None]
+"""Told of events of a conversation held here that came into its log from
+elsewhere (a message another process queued), in log order; it may also be
+told of events this process wrote (it ignores what it knows)."""
 
 
 class NotHeldError(Exception):
@@ -82,11 +88,15 @@ class SharedLog(abc.ABC):
 
     @abc.abstractmethod
     def set_handlers(
-        self, on_control: ControlHandler, on_lease_lost: Callable[[str], None]
+        self,
+        on_control: ControlHandler,
+        on_lease_lost: Callable[[str], None],
+        on_foreign: ForeignHandler | None = None,
     ) -> None:
         """``on_control`` runs each control request for a conversation held
         here, in order per conversation; ``on_lease_lost`` is told when a
-        write was refused or a renewal found the lease gone."""
+        write was refused or a renewal found the lease gone; ``on_foreign``
+        of what other processes appended to a conversation held here."""
 
     @abc.abstractmethod
     async def send_control(self, conversation_id: str, body: bytes, patience: float) -> bytes:

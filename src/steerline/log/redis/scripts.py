@@ -38,6 +38,36 @@ local function trim_age(times, log, cutoff)
 end
 """
 
+# Helpers shared by the scripts that append (COMMIT, INTAKE).
+_SEAL = """
+local function reseal(envelope, provisional, seq)
+  -- an envelope sealed as ``..."seq":<provisional>}`` sealed again with ``seq``
+  if tonumber(provisional) == seq then return envelope end
+  return string.sub(envelope, 1, #envelope - #provisional - 1) .. seq .. '}'
+end
+local function append(log, retention, seq, event, envelope, run)
+  if retention > 0 then
+    redis.call('XADD', log, 'MAXLEN', retention, seq .. '-0', 'e', event, 'b', envelope, 'r', run)
+  else
+    redis.call('XADD', log, seq .. '-0', 'e', event, 'b', envelope, 'r', run)
+  end
+end
+local function stamp_and_cap(times, at, seq, retention)
+  stamp(times, at, seq)
+  if retention > 0 then
+    -- times of events MAXLEN dropped would only pile up
+    redis.call('ZREMRANGEBYSCORE', times, '-inf', seq - retention)
+  end
+end
+local function put_item(rec, colls, items, order, collection, key, value)
+  if redis.call('HSET', items, key, value) == 1 then
+    -- a new item goes last; a replaced one keeps its place
+    redis.call('ZADD', order, redis.call('HINCRBY', rec, 'io', 1), key)
+    redis.call('SADD', colls, collection)
+  end
+end
+"""
+
 CREATE = (
     _TIMES
     + """
@@ -102,50 +132,48 @@ return holder
 
 COMMIT = (
     _TIMES
+    + _SEAL
     + """
 -- One write batch of the lease holder, fenced by its lease value.
 -- KEYS: rec, log, state, lease, ctl, colls, times, then (items, order) pairs
 -- ARGV: lease value, retention (0: keep all), now_tick_ms, age cutoff_ms
--- (0: no retention by age), then operations:
---   A seq event envelope run | S key value | I pair collection key value
---   | D pair key
---   R record | K control-entry-id
--- Appends at or below the stored seq were written by an earlier attempt of
--- this batch (its reply was lost): they are skipped, so a retry is harmless.
--- -> {'ok', seq, last seq trimmed by age or 0} | {'fenced'} | {'gone'} | {'gap', seq}
+-- (0: no retention by age), batch token ('' when the batch appends nothing),
+-- then operations:
+--   A provisional-seq event envelope run | S key value
+--   | I pair collection key value | D pair key | R record | K control-entry-id
+-- The script gives each append its seq (the stored seq + 1): other processes
+-- append too (INTAKE), so the holder's own numbering is provisional, and an
+-- envelope sealed with another seq is sealed again here. A batch that appends
+-- records its token: a retry of a batch whose reply was lost finds it and
+-- appends nothing twice (the other operations are idempotent).
+-- -> {'ok', first seq appended or 0, last seq trimmed by age or 0, seq}
+--    | {'fenced'} | {'gone'}
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HGET', KEYS[1], 'del') == '1' then
   return {'gone'}
 end
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return {'fenced'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local token = ARGV[5]
+if token ~= '' and redis.call('HGET', KEYS[1], 'b') == token then
+  return {'ok', tonumber(redis.call('HGET', KEYS[1], 'bf')), 0, seq}
+end
 local before = seq
+local first = 0
 local retention = tonumber(ARGV[2])
-local i = 5
+local i = 6
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'A' then
-    local s = tonumber(ARGV[i + 1])
-    if s > seq then
-      if s ~= seq + 1 then return {'gap', seq} end
-      if retention > 0 then
-        redis.call('XADD', KEYS[2], 'MAXLEN', retention, s .. '-0',
-                   'e', ARGV[i + 2], 'b', ARGV[i + 3], 'r', ARGV[i + 4])
-      else
-        redis.call('XADD', KEYS[2], s .. '-0', 'e', ARGV[i + 2], 'b', ARGV[i + 3], 'r', ARGV[i + 4])
-      end
-      seq = s
-    end
+    seq = seq + 1
+    if first == 0 then first = seq end
+    append(KEYS[2], retention, seq, ARGV[i + 2], reseal(ARGV[i + 3], ARGV[i + 1], seq), ARGV[i + 4])
     i = i + 5
   elseif op == 'S' then
     redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
     i = i + 3
   elseif op == 'I' then
-    local pair = tonumber(ARGV[i + 1])
-    if redis.call('HSET', KEYS[pair], ARGV[i + 3], ARGV[i + 4]) == 1 then
-      -- a new item goes last; a replaced one keeps its place
-      redis.call('ZADD', KEYS[pair + 1], redis.call('HINCRBY', KEYS[1], 'io', 1), ARGV[i + 3])
-      redis.call('SADD', KEYS[6], ARGV[i + 2])
-    end
+    put_item(KEYS[1], KEYS[6], KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 1]) + 1],
+             ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
     i = i + 5
   elseif op == 'D' then
     local pair = tonumber(ARGV[i + 1])
@@ -162,17 +190,11 @@ while i <= #ARGV do
     return redis.error_reply('unknown operation ' .. tostring(op))
   end
 end
-redis.call('HSET', KEYS[1], 'seq', seq)
+if first > 0 then redis.call('HSET', KEYS[1], 'seq', seq, 'b', token, 'bf', first) end
 local cut = 0
-if seq > before then
-  stamp(KEYS[7], tonumber(ARGV[3]), seq)
-  if retention > 0 then
-    -- times of events MAXLEN dropped would only pile up
-    redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', seq - retention)
-  end
-end
+if seq > before then stamp_and_cap(KEYS[7], tonumber(ARGV[3]), seq, retention) end
 if tonumber(ARGV[4]) > 0 then cut = trim_age(KEYS[7], KEYS[2], tonumber(ARGV[4])) end
-return {'ok', seq, cut}
+return {'ok', first, cut, seq}
 """
 )
 

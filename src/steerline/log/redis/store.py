@@ -54,6 +54,7 @@ from steerline.log.redis.options import RedisOptions, default_owner
 from steerline.log.shared import (
     ControlHandler,
     ControlRequest,
+    ForeignHandler,
     Lease,
     LeaseState,
     NotHeldError,
@@ -125,6 +126,8 @@ class RedisEventLog(EventLog, SharedLog):
         self._locals: dict[str, _Local] = {}
         self._redis: aioredis.Redis | None = None
         self._ticket = 0
+        self._batches = 0
+        """Numbers the batches that append (their retry token, see COMMIT)."""
         self._committed_ticket = 0
         self._flushes: list[tuple[int, asyncio.Future[None]]] = []
         self._dirty = asyncio.Event()
@@ -134,6 +137,8 @@ class RedisEventLog(EventLog, SharedLog):
         self._replies: dict[str, asyncio.Future[bytes]] = {}
         self._on_control: ControlHandler | None = None
         self._on_lease_lost: Callable[[str], None] = lambda _cid: None
+        self._on_foreign: ForeignHandler = lambda _cid, _events: None
+        self._catching_up: set[asyncio.Task[None]] = set()
         self._control_queues: dict[str, asyncio.Queue[ControlRequest]] = {}
         self._control_workers: dict[str, asyncio.Task[None]] = {}
         self._reader: Reader | None = None
@@ -673,18 +678,71 @@ class RedisEventLog(EventLog, SharedLog):
                     local.tail.drop_through(int(result[2]))  # trimmed by age
                     if events:
                         local.aging = True
-                    local.tail.committed(events)
+                    self._committed(cid, local, events, int(result[1]), int(result[3]))
                 elif status == "gone":
                     local.tail.deleted = True
                     local.tail.wake()
                     self._fenced(cid, local, "the conversation was deleted")
-                else:  # fenced, or a gap (cannot happen while fenced)
+                else:  # fenced
                     self._fenced(cid, local, f"write refused ({status})")
             waiting = [local.tickets[0] for local in self._locals.values() if local.ops]
             self._committed_ticket = min(ticket, min(waiting, default=ticket + 1) - 1)
             self._resolve_flushes()
             if any(local.ops for local in self._locals.values()):
                 self._dirty.set()  # what a capped batch left
+
+    def _committed(
+        self, conversation_id: str, local: _Local, events: list[StoredEvent], first: int, seq: int
+    ) -> None:
+        """A batch of the holder landed: its events got the seqs ``first``...,
+        and ``seq`` is the conversation's seq after it. Other processes append
+        too (a message queued with INTAKE): when the log holds more than this
+        batch since what the tail has, the tail reads it all from Redis (its
+        events must be contiguous), and the foreign events go to the service."""
+        tail = local.tail
+        if events and first != events[0].seq:
+            events = [_sealed_again(e, first + i) for i, e in enumerate(events)]
+        if seq == tail.committed_seq + len(events) and (
+            not events or first == seq - len(events) + 1
+        ):
+            tail.committed(events)
+            tail.assigned_seq = max(tail.assigned_seq, tail.committed_seq)
+            return
+        if seq > tail.committed_seq:
+            self._catch_up_soon(conversation_id)
+
+    def _catch_up_soon(self, conversation_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.catch_up(conversation_id))
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
+
+    async def catch_up(self, conversation_id: str) -> None:
+        """Bring the tail of a conversation held here up to the log in Redis
+        (what other processes appended, with what this one did meanwhile) and
+        hand the events it did not write to the service. Retried until Redis
+        answers: a foreign ``message_queued`` must reach the holder."""
+        delay = 0.05
+        while (local := self._held(conversation_id)) is not None:
+            try:
+                entries = await self.redis.xrange(
+                    local.keys.log, min=f"{local.tail.committed_seq + 1}-0", max="+", count=1000
+                )
+            except TRANSIENT:
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.settings.retry_max_delay)
+                continue
+            if self._held(conversation_id) is not local:
+                return
+            fresh = [e for e in map(_event_of_entry, entries) if e.seq > local.tail.committed_seq]
+            if not fresh:
+                return
+            if fresh[0].seq != local.tail.committed_seq + 1:
+                local.tail.drop_hot()  # retention dropped some: storage serves reads
+            local.tail.committed(fresh)
+            local.tail.assigned_seq = max(local.tail.assigned_seq, local.tail.committed_seq)
+            self._on_foreign(conversation_id, fresh)
+            if len(entries) < 1000:
+                return
 
     def _take(self, local: _Local) -> tuple[list[Op], list[StoredEvent], bytes | None]:
         """At most :data:`MAX_OPS_PER_SCRIPT` of a conversation's queued ops.
@@ -724,7 +782,11 @@ class RedisEventLog(EventLog, SharedLog):
             keys = local.keys
             script_keys = keys.fixed
             pairs: dict[str, int] = {}
-            args: list[Any] = [local.lease or "", retention, at, cutoff]
+            token = ""
+            if events:
+                self._batches += 1
+                token = f"{local.lease}#{self._batches}"
+            args: list[Any] = [local.lease or "", retention, at, cutoff, token]
             for op in ops:
                 kind = op[0]
                 if kind in ("I", "D"):
@@ -875,10 +937,15 @@ class RedisEventLog(EventLog, SharedLog):
         return True
 
     def set_handlers(
-        self, on_control: ControlHandler, on_lease_lost: Callable[[str], None]
+        self,
+        on_control: ControlHandler,
+        on_lease_lost: Callable[[str], None],
+        on_foreign: ForeignHandler | None = None,
     ) -> None:
         self._on_control = on_control
         self._on_lease_lost = on_lease_lost
+        if on_foreign is not None:
+            self._on_foreign = on_foreign
 
     async def send_control(self, conversation_id: str, body: bytes, patience: float) -> bytes:
         keys = self.keys.conversation(conversation_id)
@@ -952,9 +1019,11 @@ class RedisEventLog(EventLog, SharedLog):
         }
 
     def on_control_wake(self, conversation_id: str) -> None:
-        """A requester queued a control request for a conversation held here."""
+        """Another process queued a message (INTAKE) or a control request for
+        a conversation held here."""
         if self._held(conversation_id) is not None:
             asyncio.get_running_loop().create_task(self.poll_control([conversation_id]))
+            self._catch_up_soon(conversation_id)
 
     async def poll_control(self, conversation_ids: Sequence[str] | None = None) -> None:
         """Read the control requests waiting for leases held here (all of them
@@ -969,10 +1038,14 @@ class RedisEventLog(EventLog, SharedLog):
         pipe = self.redis.pipeline(transaction=False)
         for _cid, local in held:
             pipe.xrange(local.keys.control, min=b"(" + local.control_cursor, max="+", count=100)
+            pipe.hget(local.keys.record, "seq")
         replies = await self._call(pipe.execute())
-        for (cid, _local), entries in zip(held, replies, strict=True):
+        for index, (cid, local) in enumerate(held):
+            entries, seq = replies[2 * index], replies[2 * index + 1]
             if entries:
                 self.on_control_entries(cid, entries)
+            if seq is not None and int(seq) > local.tail.committed_seq and not local.ops:
+                self._catch_up_soon(cid)  # a message queued here whose wake-up was lost
 
     def on_log_entries(self, conversation_id: str, entries: list[Any]) -> None:
         local = self._locals.get(conversation_id)
@@ -1055,6 +1128,18 @@ def _refuse_eviction(url: str, policy: str | None) -> None:
 def _entry_order(entry_id: bytes) -> tuple[int, int]:
     milliseconds, _, sequence = entry_id.partition(b"-")
     return int(milliseconds), int(sequence or 0)
+
+
+def _sealed_again(event: StoredEvent, seq: int) -> StoredEvent:
+    """``event`` numbered ``seq`` (byte for byte what COMMIT's ``reseal`` writes)."""
+    provisional = len(b"%d" % event.seq)
+    return StoredEvent(
+        seq, event.event, b"%s%d}" % (event.envelope[: -provisional - 1], seq), event.run_id
+    )
+
+
+def _event_of_entry(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
+    return event_of(entry[0], entry[1])
 
 
 def event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
