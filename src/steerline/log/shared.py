@@ -59,6 +59,56 @@ elsewhere (a message another process queued), in log order; it may also be
 told of events this process wrote (it ignores what it knows)."""
 
 
+class IntakeOutcome(enum.Enum):
+    QUEUED = "queued"
+    """Another process runs the conversation: the message is queued and logged."""
+    ACQUIRED = "acquired"
+    """The lease was free and is now held here: run the request here."""
+    MINE = "mine"
+    """This process already holds the lease: run the request here."""
+    IDLE = "idle"
+    """Another process holds the lease of the idle conversation: whether the
+    message starts a run is its decision (send it a control request)."""
+    DUPLICATE = "duplicate"
+    """The id is in the conversation's dedup window: nothing changed."""
+    FULL = "full"
+    """The conversation's queue is at its limit: nothing changed."""
+    GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """A message to queue while another process runs its conversation.
+
+    The stored item and the ``message_queued`` envelope come in parts
+    around the values only the store knows when it writes them: the item's
+    ``arrival`` (after every queued message's) and ``since`` (the seq before
+    the message), the envelope's ``position`` (its place in its lane).
+    """
+
+    message_id: str
+    lane: str
+    priority: int
+    item: tuple[bytes, bytes, bytes]
+    envelope: tuple[bytes, bytes]
+    """Unsealed (no ``seq``), like :meth:`EventLog.append`'s."""
+    max_queued: int
+    queue_collection: str
+    seen_collection: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    outcome: IntakeOutcome
+    seq: int = 0
+    """``QUEUED``: the seq of its ``message_queued``."""
+    position: int = -1
+    run_id: str | None = None
+    """``QUEUED``: the run the record names as active."""
+    acceptance: bytes = b""
+    """``DUPLICATE``: what the dedup window stores for the id."""
+
+
 class NotHeldError(Exception):
     """The conversation has no lease holder: take the lease and run it here."""
 
@@ -105,6 +155,16 @@ class SharedLog(abc.ABC):
         ``NotHeldError`` when nobody holds the lease (checked atomically with
         the request being queued), ``TimeoutError`` when no reply came.
         """
+
+    @abc.abstractmethod
+    async def intake(self, conversation_id: str, intake: Intake) -> IntakeResult:
+        """Queue and log a message in one atomic step if another process runs
+        the conversation; else take a free lease, or say who decides."""
+
+    @abc.abstractmethod
+    async def claim(self, conversation_id: str, collection: str, message_id: str) -> bool:
+        """Add ``message_id`` to the dedup window item ``collection`` at once
+        (True), unless it is there already (False): atomic with :meth:`intake`."""
 
     @abc.abstractmethod
     async def reply(self, request: ControlRequest, body: bytes) -> None:

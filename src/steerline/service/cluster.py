@@ -26,10 +26,18 @@ import msgspec
 
 from steerline.core import errors
 from steerline.core.errors import SteerlineError, StorageUnavailableError
-from steerline.core.messages import UserContent
+from steerline.core.ids import new_id
+from steerline.core.messages import UserContent, as_user_content
+from steerline.core.text import check_id
 from steerline.log.base import ConversationRecord, EventLog, RetentionError
-from steerline.log.shared import ControlRequest, NotHeldError, SharedLog
-from steerline.runtime.inbox import Lane
+from steerline.log.shared import (
+    ControlRequest,
+    Intake,
+    IntakeOutcome,
+    NotHeldError,
+    SharedLog,
+)
+from steerline.runtime.inbox import InboxLimits, Lane, QueuedMessage
 from steerline.service.commands import (
     Accepted,
     Command,
@@ -39,9 +47,16 @@ from steerline.service.commands import (
     Result,
     Started,
 )
-from steerline.service.conversation import Acceptance, Conversation, SubmitMode
-from steerline.service.state import QUEUE_ITEMS, decode_queued
+from steerline.service.conversation import (
+    Acceptance,
+    Conversation,
+    SubmitMode,
+    check_message_size,
+    decode_acceptance_point,
+)
+from steerline.service.state import QUEUE_ITEMS, SEEN_ITEMS, decode_queued, encode_queued
 from steerline.wire.envelope import EventName
+from steerline.wire.translate import RunTranslator
 
 
 class Host(Protocol):
@@ -50,6 +65,9 @@ class Host(Protocol):
     log: EventLog
     shared: SharedLog | None
     control_patience: float
+
+    @property
+    def inbox_limits(self) -> InboxLimits: ...
 
     def spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
 
@@ -233,6 +251,7 @@ class RemoteConversation:
         self.pending_run_id = pending_run_id
         self.viewers = 0
         self.unloaded = False
+        self._envelope = b""
 
     @property
     def id(self) -> str:
@@ -294,6 +313,19 @@ class RemoteConversation:
         fresh: bool = False,
         expected_run_id: str | None = None,
     ) -> Acceptance:
+        """Queue the message here while the holder runs the conversation (no
+        lease needed, SPEC §4); run it here if the lease turns out free; ask
+        the holder when the conversation is idle (whether a message starts a
+        run is the holder's decision) or the request needs the holder's view
+        of the run (``expected_run_id``, ``mode=reject``)."""
+        if message_id is not None:
+            check_id(message_id, "message id")
+        if mode != "reject" and expected_run_id is None and not fresh:
+            acceptance = await self._intake(
+                content, mode, message_id or new_id("msg"), priority, start_if_idle
+            )
+            if acceptance is not None:
+                return acceptance
         call = SubmitCall(
             content=content if isinstance(content, str) else msgspec.to_builtins(content),
             mode=mode,
@@ -319,6 +351,87 @@ class RemoteConversation:
             position=reply.position,
             lane=reply.lane,
         )
+
+    async def _intake(
+        self,
+        content: str | list[UserContent],
+        mode: SubmitMode,
+        message_id: str,
+        priority: int,
+        start_if_idle: bool,
+    ) -> Acceptance | None:
+        """The lease-free path; None: forward the request to the holder."""
+        shared = self._service.shared
+        assert shared is not None
+        limits = self._service.inbox_limits
+        check_message_size(content, limits.max_message_bytes)
+        lane: Lane = "follow_up" if mode in ("auto", "follow_up") else "steering"
+        message = QueuedMessage(
+            id=message_id,
+            content=as_user_content(content),
+            lane=lane,
+            priority=priority,
+            arrival=_ARRIVAL,
+            interrupt=mode == "interrupt",
+        )
+        translator = RunTranslator(self.id, self.record.agent_name, self._captured)
+        translator.task_id = self.pending_run_id
+        translator.message_queued(
+            message_id, "steer" if lane == "steering" else "follow_up", _POSITION
+        )
+        item = encode_queued(message, _SINCE, start_if_idle)
+        head, rest = _split(item, b'"arrival":%d' % _ARRIVAL)
+        middle, tail = _split(rest, b'"since":%d' % _SINCE)
+        result = await shared.intake(
+            self.id,
+            Intake(
+                message_id=message_id,
+                lane=lane,
+                priority=priority,
+                item=(head, middle, tail),
+                envelope=_split(self._envelope, b'"position":%d' % _POSITION),
+                max_queued=limits.max_messages,
+                queue_collection=QUEUE_ITEMS,
+                seen_collection=SEEN_ITEMS,
+            ),
+        )
+        outcome = result.outcome
+        if outcome is IntakeOutcome.QUEUED:
+            return Acceptance(
+                self.id,
+                message_id,
+                run_id=result.run_id,
+                after=result.seq - 1,
+                queued=True,
+                position=result.position,
+                lane=lane,
+            )
+        if outcome is IntakeOutcome.DUPLICATE:
+            point = decode_acceptance_point(result.acceptance)
+            after, start_run_id = point if point is not None else (self.last_seq, None)
+            return Acceptance(
+                self.id, message_id, duplicate=True, after=after, start_run_id=start_run_id
+            )
+        if outcome is IntakeOutcome.FULL:
+            raise errors.QueueFullError(
+                f"the inbox already holds {limits.max_messages} messages; the limit is "
+                f"{limits.max_messages}"
+            )
+        if outcome is IntakeOutcome.GONE:
+            raise errors.ConversationNotFoundError(f"conversation {self.id!r} not found")
+        if outcome in (IntakeOutcome.ACQUIRED, IntakeOutcome.MINE):
+            conversation = await self._service.get_held(self.id)
+            return await conversation.submit(
+                content,
+                mode=mode,
+                message_id=message_id,
+                priority=priority,
+                start_if_idle=start_if_idle,
+            )
+        return None  # idle, held elsewhere: the holder decides
+
+    def _captured(self, _event: EventName, envelope: bytes, _run_id: str | None) -> None:
+        self._envelope = envelope
 
     async def execute(self, command: Command, *, auto_continue: bool) -> Result:
         reply = await self._call(ExecuteCall(command=command, auto_continue=auto_continue))
@@ -346,6 +459,23 @@ class RemoteConversation:
         if isinstance(reply, ErrorReply):
             _raise(reply)
         return reply
+
+
+_ARRIVAL = -8_675_309
+_SINCE = -8_675_310
+_POSITION = -8_675_311
+"""Stand-ins for what only the intake script knows, cut out of the encoded
+item and envelope (JSON escapes every quote inside a string, so a key with
+its value cannot occur in message text)."""
+
+
+def _split(encoded: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    """``encoded`` around ``marker``, the key kept in the first part."""
+    head, found, tail = encoded.partition(marker)
+    if not found:
+        raise AssertionError(f"{marker!r} not in the encoded value")
+    key = marker.partition(b":")[0] + b":"
+    return head + key, tail
 
 
 async def remote_view(service: Host, record: ConversationRecord) -> RemoteConversation:

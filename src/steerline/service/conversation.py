@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -80,6 +80,7 @@ from steerline.service.state import (
     CONTEXT_KEY,
     QUEUE_ITEMS,
     SEEN_ITEMS,
+    StoredQueued,
     encode_context,
     encode_queued,
 )
@@ -143,6 +144,19 @@ class _AcceptancePoint(msgspec.Struct, omit_defaults=True):
 _acceptance_encoder = msgspec.json.Encoder()
 _acceptance_decoder = msgspec.json.Decoder(_AcceptancePoint)
 
+
+def decode_acceptance_point(stored: bytes) -> tuple[int, str | None] | None:
+    """Where the stream of an accepted message starts, as its dedup-window
+    item stores it (None: an id stored without one)."""
+    if not stored:
+        return None
+    try:
+        decoded = _acceptance_decoder.decode(stored)
+    except msgspec.DecodeError:
+        return None
+    return decoded.after, decoded.run
+
+
 _Stored = tuple[Lane, int, int, int]
 
 
@@ -174,8 +188,12 @@ class Conversation:
         owner: str,
         admit: Callable[[str], None] = lambda _tenant: None,
         on_busy: Callable[[str, bool], None] = lambda _tenant, _busy: None,
+        claim: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.record = record
+        self._claim = claim
+        """With a shared store: puts a new message id in the stored dedup
+        window, False if another process accepted it first (see ``submit``)."""
         self._admit = admit
         """Raises if the tenant may not start one more run now."""
         self._on_busy = on_busy
@@ -191,6 +209,8 @@ class Conversation:
         self.translator = RunTranslator(record.id, record.agent_name, self._append)
         self._queued_at: dict[str, int] = {}
         """seq of each just-accepted message's ``message_queued`` (its stream start)."""
+        self._logged_elsewhere: dict[str, int] = {}
+        """Messages being adopted (see :meth:`adopt`) → their ``message_queued``'s seq."""
         self._stopping = False
         """The active run has decided to stop (``agent_end``): it takes nothing more."""
         self._next: _Start | None = None
@@ -241,8 +261,12 @@ class Conversation:
             # the queue change carries its cause: announce the accepted message
             delivery: Delivery = "steer" if cause.lane == "steering" else "follow_up"
             message_id = cause.message_ids[0]
-            self.translator.message_queued(message_id, delivery, cause.position or 0)
-            self._queued_at[message_id] = self.last_seq
+            logged_at = self._logged_elsewhere.get(message_id)
+            if logged_at is None:
+                self.translator.message_queued(message_id, delivery, cause.position or 0)
+                self._queued_at[message_id] = self.last_seq
+            else:
+                self._queued_at[message_id] = logged_at
         self.translator(event)
         if isinstance(event, MessageStart) and isinstance(event.message, UserMessage):
             # delivered: its thread_started is queued for commit just before this
@@ -311,12 +335,7 @@ class Conversation:
         point = self._recent.get(message_id)
         if point is None:
             stored = await self.log.get_item(self.id, SEEN_ITEMS, message_id)
-            if stored:
-                try:
-                    decoded = _acceptance_decoder.decode(stored)
-                    point = (decoded.after, decoded.run)
-                except msgspec.DecodeError:
-                    point = None
+            point = decode_acceptance_point(stored or b"")
         after, start_run_id = point if point is not None else (self.last_seq, None)
         return Acceptance(
             self.id, message_id, duplicate=True, after=after, start_run_id=start_run_id
@@ -436,6 +455,13 @@ class Conversation:
         message_id = message_id or new_id("msg")
         if self.agent.inbox.is_duplicate(message_id):
             return await self.acceptance_of(message_id)
+        if self._claim is not None and message_id not in self._logged_elsewhere:
+            # another process may queue this id at the same moment (a retry
+            # sent to two servers): one of the two claims it, the other is told
+            # it is a duplicate
+            if not await self._claim(message_id) or self.agent.inbox.is_duplicate(message_id):
+                return await self.acceptance_of(message_id)
+            self._check_usable()
         if expected_run_id is not None and expected_run_id != self.agent.accepting_run_id:
             raise RunMismatchError(
                 f"run {expected_run_id!r} is not the active run "
@@ -470,6 +496,36 @@ class Conversation:
             lane=result.lane,
             run_id=result.run_id,
         )
+
+    async def adopt(self, stored: StoredQueued, queued_seq: int) -> None:
+        """Take into the inbox a message another process queued and logged
+        (Redis intake, SPEC §4) while this one runs the conversation.
+
+        The same path as :meth:`submit`, so every rule holds as for a local
+        message (a run that stopped meanwhile starts with it if it was sent
+        to start one), except that its ``message_queued`` is not logged again.
+        An id already known here (a retry that reached this process too) is
+        left alone: it is queued or delivered once.
+        """
+        message = stored.message
+        if self.agent.inbox.is_duplicate(message.id):
+            return
+        mode: SubmitMode = (
+            "follow_up"
+            if message.lane == "follow_up"
+            else ("interrupt" if message.interrupt else "steer")
+        )
+        self._logged_elsewhere[message.id] = queued_seq
+        try:
+            await self.submit(
+                message.content,
+                mode=mode,
+                message_id=message.id,
+                priority=message.priority,
+                start_if_idle=stored.start_if_idle,
+            )
+        finally:
+            self._logged_elsewhere.pop(message.id, None)
 
     async def _start(
         self, content: str | list[UserContent] | None, message_id: str | None

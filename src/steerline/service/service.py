@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from itertools import islice
 from types import TracebackType
@@ -46,7 +46,13 @@ from steerline.service.state import (
     decode_queued,
     encode_inbox,
 )
-from steerline.wire.envelope import EventName, encode_unsealed, thread_id_of, thread_message_id
+from steerline.wire.envelope import (
+    EventName,
+    encode_unsealed,
+    queued_message_id,
+    thread_id_of,
+    thread_message_id,
+)
 from steerline.wire.translate import conversation_started
 
 logger = logging.getLogger("steerline.service")
@@ -101,6 +107,8 @@ class ConversationService:
         self._live: OrderedDict[str, Conversation] = OrderedDict()
         """Loaded conversations, least recently used first."""
         self._loading: dict[str, anyio.Lock] = {}
+        self._adopting: dict[str, anyio.Lock] = {}
+        """Per conversation: messages queued elsewhere are taken in one batch at a time."""
         self._running: Counter[str] = Counter()
         """Busy conversations per tenant (kept by each conversation's ``busy``)."""
         self._group: TaskGroup | None = None
@@ -115,7 +123,7 @@ class ConversationService:
         await self.log.open()
         self._group = await anyio.create_task_group().__aenter__()
         if self.shared is not None:
-            self.shared.set_handlers(self._serve_control, self._lease_lost)
+            self.shared.set_handlers(self._serve_control, self._lease_lost, self._foreign)
             self._group.start_soon(self._sweep_periodically)
         else:
             await self.recover()
@@ -301,9 +309,13 @@ class ConversationService:
         self._spawn(job)
 
     def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start a conversation's run task (counted in ``runs_started``)."""
+        self._background(job)
+        self.runs_started += 1
+
+    def _background(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if self._group is None:
             raise SteerlineError("the service is not running")
-        self.runs_started += 1
 
         async def guarded() -> None:
             # The task group is shared by every conversation: an exception
@@ -328,6 +340,7 @@ class ConversationService:
             self.owner,
             admit=self._admit_run,
             on_busy=self._count_running,
+            claim=self._claimer(record.id),
         )
         self._live[record.id] = conversation
         self._unload_over_limit()
@@ -525,6 +538,55 @@ class ConversationService:
     # -- a shared store: leases and control requests ---------------------------------
     async def _serve_control(self, request: ControlRequest) -> None:
         await serve_control(self, request)
+
+    def _claimer(self, conversation_id: str) -> Callable[[str], Awaitable[bool]] | None:
+        shared = self.shared
+        if shared is None:
+            return None
+
+        async def claim(message_id: str) -> bool:
+            return await shared.claim(conversation_id, SEEN_ITEMS, message_id)
+
+        return claim
+
+    @property
+    def inbox_limits(self) -> InboxLimits:
+        return self.limits.inbox
+
+    def _foreign(self, conversation_id: str, events: list[StoredEvent]) -> None:
+        """Messages another process queued for a conversation run here (the
+        shared log's intake): the inbox takes them, in log order."""
+        queued = [
+            (event.seq, message_id)
+            for event in events
+            if event.event == EventName.MESSAGE_QUEUED
+            and (message_id := queued_message_id(event.envelope)) is not None
+        ]
+        if queued:
+            self._background(lambda: self._adopt(conversation_id, queued))
+
+    async def _adopt(self, conversation_id: str, queued: list[tuple[int, str]]) -> None:
+        if conversation_id not in self._live and conversation_id not in self._loading:
+            return  # not loaded here: loading it restores its queue from storage
+        lock = self._adopting.setdefault(conversation_id, anyio.Lock())
+        try:
+            async with lock:
+                conversation = await self.get_held(conversation_id)
+                for seq, message_id in queued:
+                    if conversation.agent.inbox.is_duplicate(message_id):
+                        continue  # written here, or already taken in
+                    stored = await self.log.get_item(conversation_id, QUEUE_ITEMS, message_id)
+                    if stored is None:
+                        continue  # removed meanwhile
+                    await conversation.adopt(decode_queued(stored), seq)
+        except SteerlineError as exc:
+            # still stored as queued: loading the conversation again restores it
+            logger.warning(
+                "conversation %s: a message queued elsewhere waits: %s", conversation_id, exc
+            )
+        finally:
+            if not lock.statistics().tasks_waiting:
+                self._adopting.pop(conversation_id, None)
 
     def _lease_lost(self, conversation_id: str) -> None:
         """A write was refused or the lease expired: stop the run here at once

@@ -36,6 +36,9 @@ class StoredQueued(msgspec.Struct):
 
     message: QueuedMessage
     since: int
+    start_if_idle: bool = False
+    """Queued by another process while this one ran the conversation (Redis
+    intake): whether it starts a run should the run have ended meanwhile."""
 
 
 _queued_decoder = msgspec.json.Decoder(StoredQueued)
@@ -57,8 +60,8 @@ def decode_inbox(data: bytes) -> InboxState:
     return _inbox_decoder.decode(data)
 
 
-def encode_queued(message: QueuedMessage, since: int) -> bytes:
-    return _encoder.encode(StoredQueued(message=message, since=since))
+def encode_queued(message: QueuedMessage, since: int, start_if_idle: bool = False) -> bytes:
+    return _encoder.encode(StoredQueued(message=message, since=since, start_if_idle=start_if_idle))
 
 
 def decode_queued(data: bytes) -> StoredQueued:

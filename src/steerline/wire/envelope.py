@@ -94,3 +94,27 @@ def thread_id_of(envelope: bytes) -> str | None:
         return _thread_started.decode(envelope).data.thread_id
     except msgspec.DecodeError:
         return None
+
+
+class _QueuedPayload(msgspec.Struct):
+    message_id: str | None = None
+
+
+class _QueuedData(msgspec.Struct):
+    payload: _QueuedPayload | None = None
+
+
+class _MessageQueued(msgspec.Struct):
+    data: _QueuedData
+
+
+_message_queued = msgspec.json.Decoder(_MessageQueued)
+
+
+def queued_message_id(envelope: bytes) -> str | None:
+    """The queued message's id in a stored ``message_queued`` envelope."""
+    try:
+        payload = _message_queued.decode(envelope).data.payload
+    except msgspec.DecodeError:
+        return None
+    return payload.message_id if payload is not None else None

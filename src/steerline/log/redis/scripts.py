@@ -225,3 +225,88 @@ if #oldest > 0 then return {'ok', cut, oldest[1]} end
 return {'ok', cut, ARGV[2]}
 """
 )
+
+INTAKE = (
+    _TIMES
+    + _SEAL
+    + """
+-- A message for a conversation, from any process, with no lease (SPEC §4).
+-- A free lease is taken here (the caller runs the conversation); while
+-- another process runs it, the message is queued and logged at once, in this
+-- one script: stored as a queue item, its id added to the dedup window, its
+-- ``message_queued`` appended. The holder learns of it from the log and
+-- takes it into its inbox; delivery later deletes the item in the script
+-- that appends its ``thread_started``, so no hand-over loses or repeats it.
+-- KEYS: rec, log, lease, colls, times, queue items, queue order,
+--   seen items, seen order
+-- ARGV: owner, ttl_ms, message id, lane, priority, item head, item middle,
+--   item tail, envelope head, envelope tail, max queued, retention,
+--   now_tick_ms, cutoff_ms, queue collection, seen collection
+-- The item and the envelope come in parts around the values only this
+-- script knows: the item's ``arrival`` (after every queued message's) and
+-- ``since`` (the seq before the message), the envelope's ``position`` (the
+-- message's place in its lane).
+-- -> {'gone'} | {'acquired', record, seq, epoch} | {'mine'} | {'idle', holder}
+--    | {'duplicate', acceptance} | {'full'}
+--    | {'queued', seq, position, lease value, run, last seq trimmed by age}
+local r = redis.call('HMGET', KEYS[1], 'r', 'seq', 'epoch', 'del')
+if not r[1] or r[4] == '1' then return {'gone'} end
+local holder = redis.call('GET', KEYS[3])
+if not holder then
+  local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+  redis.call('SET', KEYS[3], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
+  return {'acquired', r[1], r[2] or '0', tostring(epoch)}
+end
+local who = string.sub(holder, 1, string.find(holder, '|', 1, true) - 1)
+if who == ARGV[1] then return {'mine'} end
+local seen = redis.call('HGET', KEYS[8], ARGV[3])
+if seen then return {'duplicate', seen} end
+local record = cjson.decode(r[1])
+if record['status'] ~= 'running' then return {'idle', who} end
+if redis.call('HLEN', KEYS[6]) >= tonumber(ARGV[11]) then return {'full'} end
+-- after every message of its lane with an equal or higher priority
+local position = 0
+local arrival = 0
+local priority = tonumber(ARGV[5])
+for _, value in ipairs(redis.call('HVALS', KEYS[6])) do
+  local m = cjson.decode(value)['message']
+  if m['lane'] == ARGV[4] and (tonumber(m['priority']) or 0) >= priority then
+    position = position + 1
+  end
+  arrival = math.max(arrival, tonumber(m['arrival']) or 0)
+end
+local since = tonumber(r[2] or '0')
+local seq = since + 1
+local run = record['active_run_id']
+if type(run) ~= 'string' then run = '' end
+put_item(KEYS[1], KEYS[4], KEYS[6], KEYS[7], ARGV[15], ARGV[3],
+         ARGV[6] .. (arrival + 1) .. ARGV[7] .. since .. ARGV[8])
+put_item(KEYS[1], KEYS[4], KEYS[8], KEYS[9], ARGV[16], ARGV[3], '{"after":' .. since .. '}')
+local unsealed = ARGV[9] .. position .. ARGV[10]
+local retention = tonumber(ARGV[12])
+append(KEYS[2], retention, seq, 'message_queued',
+       string.sub(unsealed, 1, -2) .. ',"seq":' .. seq .. '}', run)
+redis.call('HSET', KEYS[1], 'seq', seq)
+stamp_and_cap(KEYS[5], tonumber(ARGV[13]), seq, retention)
+local cut = 0
+if tonumber(ARGV[14]) > 0 then cut = trim_age(KEYS[5], KEYS[2], tonumber(ARGV[14])) end
+return {'queued', seq, position, holder, run, cut}
+"""
+)
+
+CLAIM = (
+    _TIMES
+    + _SEAL
+    + """
+-- A message id enters a conversation's dedup window, or is found there: the
+-- lease holder claims each new id here before it accepts the message, so a
+-- retry reaching another process at the same moment (INTAKE) is one of the
+-- two, never both.
+-- KEYS: rec, colls, seen items, seen order   ARGV: collection, message id
+-- -> {1} claimed | {0, what the window stores for it}
+local seen = redis.call('HGET', KEYS[3], ARGV[2])
+if seen then return {0, seen} end
+put_item(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], '')
+return {1}
+"""
+)

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from steerline.core.errors import InvalidValueError
 from steerline.core.ids import new_id
@@ -55,6 +55,9 @@ from steerline.log.shared import (
     ControlHandler,
     ControlRequest,
     ForeignHandler,
+    Intake,
+    IntakeOutcome,
+    IntakeResult,
     Lease,
     LeaseState,
     NotHeldError,
@@ -155,6 +158,10 @@ class RedisEventLog(EventLog, SharedLog):
             socket_connect_timeout=5,
             socket_keepalive=True,
             health_check_interval=15,
+            # the asyncio Retry: redis-py's synchronous one, given to an asyncio
+            # client, returns the coroutine unawaited and so never retries (a
+            # Redis restart then failed the first request on each pooled
+            # connection instead of reconnecting it)
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
             retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
             **extra,
@@ -202,7 +209,17 @@ class RedisEventLog(EventLog, SharedLog):
             raise
         self._scripts: dict[str, Any] = {
             name: self.redis.register_script(getattr(scripts, name))
-            for name in ("CREATE", "ACQUIRE", "RELEASE", "SEND_CONTROL", "COMMIT", "DELETE", "TRIM")
+            for name in (
+                "CREATE",
+                "ACQUIRE",
+                "RELEASE",
+                "SEND_CONTROL",
+                "COMMIT",
+                "DELETE",
+                "TRIM",
+                "INTAKE",
+                "CLAIM",
+            )
         }
         self._writer = asyncio.create_task(self._write_forever(), name="steerline-redis-writer")
         self._reader = Reader(self, self._client(socket_timeout=self._block_seconds + 10))
@@ -873,6 +890,77 @@ class RedisEventLog(EventLog, SharedLog):
         confirmed = self._keeper.confirmed.get(conversation_id, 0.0)
         return time.monotonic() - confirmed < 0.75 * self.lease_ttl
 
+    async def intake(self, conversation_id: str, intake: Intake) -> IntakeResult:
+        keys = self.keys.conversation(conversation_id)
+        queue_keys = keys.items(intake.queue_collection)
+        seen_keys = keys.items(intake.seen_collection)
+        reply = await self._call(
+            self._scripts["INTAKE"](
+                keys=[
+                    keys.record,
+                    keys.log,
+                    keys.lease,
+                    keys.collections,
+                    keys.times,
+                    *queue_keys,
+                    *seen_keys,
+                ],
+                args=[
+                    self.owner,
+                    int(self.lease_ttl * 1000),
+                    intake.message_id,
+                    intake.lane,
+                    intake.priority,
+                    *intake.item,
+                    *intake.envelope,
+                    intake.max_queued,
+                    self.settings.retention_events or 0,
+                    self._now_tick_ms(),
+                    self._cutoff_ms(),
+                    intake.queue_collection,
+                    intake.seen_collection,
+                ],
+            )
+        )
+        outcome = IntakeOutcome(reply[0].decode())
+        if outcome is IntakeOutcome.ACQUIRED:
+            await self._lease_reply(conversation_id, reply)
+        elif outcome is IntakeOutcome.DUPLICATE:
+            return IntakeResult(outcome, acceptance=reply[1])
+        elif outcome is IntakeOutcome.QUEUED:
+            seq, holder = int(reply[1]), reply[3].decode().rpartition("|")[0]
+            local = self._locals.get(conversation_id)
+            if local is not None and int(reply[5]):
+                local.tail.drop_through(int(reply[5]))
+            # (the conversation is in the age index since its first commit)
+            await self._wake(holder, conversation_id)
+            run = reply[4].decode() or None
+            return IntakeResult(outcome, seq=seq, position=int(reply[2]), run_id=run)
+        return IntakeResult(outcome)
+
+    async def claim(self, conversation_id: str, collection: str, message_id: str) -> bool:
+        keys = self.keys.conversation(conversation_id)
+        reply = await self._call(
+            self._scripts["CLAIM"](
+                keys=[keys.record, keys.collections, *keys.items(collection)],
+                args=[collection, message_id],
+            )
+        )
+        return bool(int(reply[0]))
+
+    async def _wake(self, holder: str, conversation_id: str) -> None:
+        """Tell the holder's reader to look at the conversation (a message
+        queued or a control request waits for it). A wake-up lost here is
+        found by the holder's periodic poll."""
+        await self._call(
+            self.redis.xadd(
+                self.keys.process(holder),
+                {"c": conversation_id},
+                maxlen=10_000,
+                approximate=True,
+            )
+        )
+
     async def acquire_lease(self, conversation_id: str) -> Lease:
         keys = self.keys.conversation(conversation_id)
         reply = await self._call(
@@ -880,6 +968,10 @@ class RedisEventLog(EventLog, SharedLog):
                 keys=[keys.record, keys.lease], args=[self.owner, int(self.lease_ttl * 1000)]
             )
         )
+        return await self._lease_reply(conversation_id, reply)
+
+    async def _lease_reply(self, conversation_id: str, reply: Any) -> Lease:
+        """What an ACQUIRE (or an INTAKE that took the lease) answered."""
         state = reply[0].decode()
         if state in ("gone", "held"):
             stale = self._locals.get(conversation_id)
@@ -965,15 +1057,7 @@ class RedisEventLog(EventLog, SharedLog):
                 raise StorageUnavailableError(
                     "too many requests wait for this conversation's server; retry shortly"
                 )
-            holder = queued.decode().rpartition("|")[0]
-            await self._call(
-                self.redis.xadd(
-                    self.keys.process(holder),
-                    {"c": conversation_id},
-                    maxlen=10_000,
-                    approximate=True,
-                )
-            )
+            await self._wake(queued.decode().rpartition("|")[0], conversation_id)
             async with asyncio.timeout(patience):
                 return await future
         finally:
