@@ -7,6 +7,7 @@ it; clients talk to them over loopback like any client would.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -49,9 +50,13 @@ def processes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[Served
 
 
 async def start(
-    processes: list[Served], redis_server: RedisServer, tmp_path: Path, count: int
+    processes: list[Served],
+    redis_server: RedisServer,
+    tmp_path: Path,
+    count: int,
+    ttl: float = TTL,
 ) -> list[Served]:
-    store = f"{redis_server.url}?lease_ttl={TTL}"
+    store = f"{redis_server.url}?lease_ttl={ttl}"
     new = [Served(None, tmp_path, store=store) for _ in range(count)]
     processes.extend(new)
     with anyio.fail_after(60):
@@ -188,6 +193,48 @@ async def test_the_owners_death_ends_its_run_once_and_keeps_the_queue(
     assert_once(log)
     started_runs = [e["data"]["task_id"] for e in log if e["event"] == "task_started"]
     assert started_runs[0] == run_id and run_id not in started_runs[1:]
+
+
+async def test_a_message_sent_while_the_owner_lies_dead_is_accepted_at_once(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """Intake needs no lease: SIGKILL the owner mid-run and send a follow-up
+    through another process at once. It is queued and logged there (202)
+    while the dead owner's lease still stands in Redis (forwarded to the
+    owner, it would have waited for the lease to expire); the run then
+    ends once, and the message is still queued."""
+    ttl = 6.0
+    a, b = await start(processes, redis_server, tmp_path, 2, ttl=ttl)
+    async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": SLOW}) as run:
+        started = await run.until("message_chunk")
+        cid = started[0]["data"]["conversation_id"]
+        owner = f"{socket.gethostname()}:{a.process.pid}:"  # see default_owner()
+        a.kill()
+    lease_key = Keys().conversation(cid).lease
+    async with aioredis.from_url(redis_server.url) as redis:
+        with anyio.fail_after(ttl / 2):
+            response = await http.post(
+                f"{b.api}/conversations/{cid}/messages",
+                json={"content": "still there?", "mode": "follow_up", "id": "meanwhile"},
+            )
+        holder = await redis.get(lease_key)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["queued"] is True and body["duplicate"] is False
+    assert holder is not None and holder.decode().startswith(owner), (
+        "accepted while the dead owner's lease still stood"
+    )
+    with anyio.fail_after(ttl * 4):
+        async with open_stream(http, "GET", f"{b.api}/conversations/{cid}/stream") as view:
+            ending = await view.rest(within=ttl * 4)
+    assert names(ending)[-3:] == ["system_failed", "task_failed", "done"]
+    log = await read_all(http, b, cid)
+    assert_once(log)
+    queued = [e for e in log if e["event"] == "message_queued"]
+    assert [e["data"]["payload"]["message_id"] for e in queued] == ["meanwhile"]
+    assert names(log).count("done") == 1
+    state = await status(http, b, cid)
+    assert [m["id"] for m in state["queue"]["follow_up"]] == ["meanwhile"]  # type: ignore[index]
 
 
 async def test_a_viewer_on_the_process_that_ends_a_dead_owners_run_sees_what_follows(

@@ -41,11 +41,13 @@ from steerline.runtime.inbox import InboxLimits, Lane, QueuedMessage
 from steerline.service.commands import (
     Accepted,
     Command,
+    FollowUp,
     Modes,
     QueueChanged,
     QueueView,
     Result,
     Started,
+    Steer,
 )
 from steerline.service.conversation import (
     Acceptance,
@@ -321,11 +323,19 @@ class RemoteConversation:
         if message_id is not None:
             check_id(message_id, "message id")
         if mode != "reject" and expected_run_id is None and not fresh:
-            acceptance = await self._intake(
+            taken = await self._intake(
                 content, mode, message_id or new_id("msg"), priority, start_if_idle
             )
-            if acceptance is not None:
-                return acceptance
+            if isinstance(taken, Conversation):
+                return await taken.submit(
+                    content,
+                    mode=mode,
+                    message_id=message_id,
+                    priority=priority,
+                    start_if_idle=start_if_idle,
+                )
+            if taken is not None:
+                return taken
         call = SubmitCall(
             content=content if isinstance(content, str) else msgspec.to_builtins(content),
             mode=mode,
@@ -359,8 +369,10 @@ class RemoteConversation:
         message_id: str,
         priority: int,
         start_if_idle: bool,
-    ) -> Acceptance | None:
-        """The lease-free path; None: forward the request to the holder."""
+    ) -> Acceptance | Conversation | None:
+        """The lease-free path: the message's acceptance, the conversation if
+        the request is to run here (the lease was free, or is ours now), or
+        None: forward the request to the holder."""
         shared = self._service.shared
         assert shared is not None
         limits = self._service.inbox_limits
@@ -420,20 +432,42 @@ class RemoteConversation:
         if outcome is IntakeOutcome.GONE:
             raise errors.ConversationNotFoundError(f"conversation {self.id!r} not found")
         if outcome in (IntakeOutcome.ACQUIRED, IntakeOutcome.MINE):
-            conversation = await self._service.get_held(self.id)
-            return await conversation.submit(
-                content,
-                mode=mode,
-                message_id=message_id,
-                priority=priority,
-                start_if_idle=start_if_idle,
-            )
+            return await self._service.get_held(self.id)
         return None  # idle, held elsewhere: the holder decides
 
     def _captured(self, _event: EventName, envelope: bytes, _run_id: str | None) -> None:
         self._envelope = envelope
 
     async def execute(self, command: Command, *, auto_continue: bool) -> Result:
+        if isinstance(command, Steer | FollowUp) and command.expected_run_id is None:
+            # a message: queued here without the lease (see submit)
+            if command.id is not None:
+                check_id(command.id, "message id")
+            mode: SubmitMode = (
+                "follow_up"
+                if isinstance(command, FollowUp)
+                else ("interrupt" if command.interrupt else "steer")
+            )
+            taken = await self._intake(
+                command.content,
+                mode,
+                command.id or new_id("msg"),
+                command.priority,
+                auto_continue,
+            )
+            if isinstance(taken, Conversation):
+                return await taken.execute(command, auto_continue=auto_continue)
+            if taken is not None:
+                return Accepted(
+                    conversation_id=self.id,
+                    message_id=taken.message_id,
+                    duplicate=taken.duplicate,
+                    queued=taken.queued,
+                    lane=taken.lane,
+                    position=taken.position if taken.queued else None,
+                    run_id=taken.run_id,
+                    queue=await stored_queue(self._service.log, self.id),
+                )
         reply = await self._call(ExecuteCall(command=command, auto_continue=auto_continue))
         if not isinstance(reply, ResultReply):
             raise StorageUnavailableError("the conversation's server sent an unexpected answer")
@@ -481,16 +515,21 @@ def _split(encoded: bytes, marker: bytes) -> tuple[bytes, bytes]:
 async def remote_view(service: Host, record: ConversationRecord) -> RemoteConversation:
     """A fresh :class:`RemoteConversation` (its queue and pending run read now)."""
     log = service.log
-    stored = [decode_queued(v) for _, v in await log.get_items(record.id, QUEUE_ITEMS)]
-    messages = sorted((s.message for s in stored), key=lambda m: m.sort_key())
-    queue = QueueView(
-        steering=[m.view() for m in messages if m.lane == "steering"],
-        follow_up=[m.view() for m in messages if m.lane == "follow_up"],
-    )
+    queue = await stored_queue(log, record.id)
     pending = record.active_run_id if record.status == "running" else None
     if pending is not None and await _done_logged(log, record.id, pending):
         pending = None  # its done is in the log; the record is about to say idle
     return RemoteConversation(service, record, queue, pending)
+
+
+async def stored_queue(log: EventLog, conversation_id: str) -> QueueView:
+    """The conversation's queue as stored (the holder's, and what intake added)."""
+    stored = [decode_queued(v) for _, v in await log.get_items(conversation_id, QUEUE_ITEMS)]
+    messages = sorted((s.message for s in stored), key=lambda m: m.sort_key())
+    return QueueView(
+        steering=[m.view() for m in messages if m.lane == "steering"],
+        follow_up=[m.view() for m in messages if m.lane == "follow_up"],
+    )
 
 
 async def _done_logged(log: EventLog, conversation_id: str, run_id: str) -> bool:
