@@ -4,7 +4,8 @@ Design rules every backend keeps:
 
 * ``append`` is synchronous and never blocks: it assigns the next ``seq``
   of the conversation at once (strictly increasing, never reused, even
-  across deletes and restarts) and queues the event for a batched commit.
+  across deletes and restarts; provisional with a shared store, see
+  ``append``) and queues the event for a batched commit.
   The agent therefore never waits on storage.
 * An event becomes visible to ``read`` / ``wait`` only once it is durable
   (committed), so no client ever sees an event a crash could take back.
@@ -185,6 +186,11 @@ class EventLog(abc.ABC):
         run_id: str | None = None,
     ) -> int:
         """Queue one event and return its ``seq`` at once (never blocks).
+
+        With a shared store (``redis://``) the returned seq is provisional:
+        another process may append a queued message first, and the event then
+        commits a little later in the log (never earlier), so a stream started
+        just before a returned seq misses nothing.
 
         ``envelope_without_seq`` is the encoded object ``{"event":…,"data":…}``;
         the backend stores :func:`seal_envelope` of it (``"seq"`` added last).

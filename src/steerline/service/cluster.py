@@ -2,18 +2,18 @@
 
 Each conversation is run by the process holding its lease (SPEC §4). A
 request that reaches another process is served there all the same (no
-sticky sessions): reads come from the shared log, and a command (prompt,
-steer, follow-up, abort, a queue edit) becomes a *control request* in the
-conversation's control stream, which the lease holder reads with the log,
-runs through the same command set as a local request, and answers once
-its effects are written. The caller gets the same answer, with the same
-errors, as the holder's own clients.
-
-Why forward rather than let every process change the queue: the inbox's
-rules (lanes, priorities, modes, dedup window, the steer a run is about to
-take) live in one place, the runtime of the holder, so a hand-over can
-neither lose nor double-deliver a message; the store fences the holder's
-writes, so a dead or stale holder changes nothing after its lease is gone.
+sticky sessions): reads come from the shared log, and a message (steer,
+follow-up) for a running conversation is queued and logged here, with no
+lease, by the store's intake script; the holder learns of it from the log
+and takes it into its inbox (``ConversationService._adopt``). Everything
+else (a message to an idle conversation, which the holder decides to run
+or queue; ``expected_run_id`` and ``mode=reject``, which need the holder's
+view of the run; abort; queue edits) becomes a *control request* in the
+conversation's control stream, which the holder runs through the same
+command set as a local request and answers once its effects are written.
+The caller gets the same answer, with the same errors, as the holder's own
+clients. The store fences the holder's writes, so a dead or stale holder
+changes nothing after its lease is gone.
 """
 
 from __future__ import annotations

@@ -7,13 +7,18 @@ entry ids are ``<seq>-0`` (so ``Last-Event-ID: N`` is a range read), a state
 hash, item hashes with their insertion order, the lease string and a
 control stream (requests from other processes to the lease holder).
 
-Writes work as in the sqlite backend: ``append`` assigns the ``seq`` at once
-and queues the event; a writer task sends everything queued as one
+Writes work as in the sqlite backend: ``append`` numbers the event at once
+(provisionally) and queues it; a writer task sends everything queued as one
 :data:`~steerline.log.redis.scripts.COMMIT` script per conversation (all
 pipelined in one round trip), fenced by the lease: only the lease holder's
-writes land, so ``seq`` stays gapless whichever process writes, and a stale
-owner's batch is refused (the service then cancels its run). An event is
-visible to readers once the script ran (Redis' own durability: AOF).
+run events land, and a stale owner's batch is refused (the service then
+cancels its run). Any process may also queue a message with
+:data:`~steerline.log.redis.scripts.INTAKE` (no lease), so the commit script
+gives the holder's events their final ``seq`` after whatever was appended
+meanwhile; the holder's tail reads those foreign events back from Redis and
+the service is told of them (``on_foreign``). ``seq`` stays gapless and
+strictly increasing whichever process writes. An event is visible to
+readers once the script ran (Redis' own durability: AOF).
 """
 
 from __future__ import annotations
