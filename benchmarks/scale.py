@@ -24,8 +24,8 @@ A (B idles), "2 processes" splits the clients between A and B. Figures:
    from the shared Redis Stream log).
 3. **steer latency**: a run on A busy in the demo ``sleep`` tool (60 s); then
    ``POST …/messages {"mode": "steer"}`` to A (the lease holder) and to B
-   (which forwards the command to A as a control request through Redis and
-   answers once A has), alternating, 10 ms apart, on one keep-alive connection
+   (which queues and logs it in Redis with the INTAKE script, no lease, and
+   wakes A, which takes it from the log), alternating, 10 ms apart, on one keep-alive connection
    each; sample = request sent → whole 202 response received. Rounds of 10
    steers each way on a new conversation (the queue stays short), the first
    steer of each way per round is a warm-up (not counted). ``GET /healthz`` on
@@ -730,7 +730,7 @@ def fig_steer(bench: Bench, when: str) -> None:
         (f"*{when}*", "", "", ""),
         (f"steer `POST …/messages` → 202 to A, the lease holder ({n})", *stats(samples.to_a)),
         (
-            f"same to B, forwarded to A through Redis ({len(samples.to_b)})",
+            f"same to B, queued there without the lease ({len(samples.to_b)})",
             *stats(samples.to_b),
         ),
         ("`GET /healthz` on A (HTTP floor, same connections)", *stats(samples.health_a)),
