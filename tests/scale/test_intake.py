@@ -15,7 +15,7 @@ import pytest
 
 from steerline.log.base import ConversationRecord, LogSettings
 from steerline.log.redis import RedisEventLog
-from steerline.service.cluster import RemoteConversation
+from steerline.service.cluster import RemoteConversation, stored_queue
 from steerline.service.conversation import Conversation
 from steerline.service.service import ConversationService
 from steerline.wire.envelope import EventName, queued_message_id, thread_message_id
@@ -99,6 +99,15 @@ async def test_a_steer_through_another_process_needs_neither_lease_nor_holder(
     seq, name, envelope = next(e for e in logged if e[0] == acceptance.after + 1)
     assert (name, queued_message_id(envelope)) == (EventName.MESSAGE_QUEUED, "steer-1")
     assert envelope.endswith(b',"seq":%d}' % seq)
+
+    accepted_at = (await stored_queue(b.log, cid)).steering[0].created_at
+
+    async def taken_in() -> bool:
+        return conversation.agent.inbox.find("steer-1") is not None
+
+    await eventually(taken_in, what="the holder took the steer into its inbox")
+    message = conversation.agent.inbox.find("steer-1")
+    assert message is not None and message.created_at == accepted_at, "its time kept"
 
     await wait_idle(conversation)
     events = await stored_events(a, cid)

@@ -209,8 +209,9 @@ class Conversation:
         self.translator = RunTranslator(record.id, record.agent_name, self._append)
         self._queued_at: dict[str, int] = {}
         """seq of each just-accepted message's ``message_queued`` (its stream start)."""
-        self._logged_elsewhere: dict[str, int] = {}
-        """Messages being adopted (see :meth:`adopt`) → their ``message_queued``'s seq."""
+        self._logged_elsewhere: dict[str, tuple[int, float]] = {}
+        """Messages being adopted (see :meth:`adopt`) → their ``message_queued``'s
+        seq and the time the other process accepted them."""
         self._stopping = False
         """The active run has decided to stop (``agent_end``): it takes nothing more."""
         self._next: _Start | None = None
@@ -251,6 +252,8 @@ class Conversation:
         elif isinstance(event, AgentStart):
             self._stopping = False
         if isinstance(event, QueueUpdate):
+            if event.cause is not None and event.cause.kind == "queued" and self._logged_elsewhere:
+                self._keep_created_at(event.cause.message_ids)
             # State before events, ids last: whatever prefix of these writes a
             # crash leaves, the log never tells of a message storage lacks, and
             # an id is never a "duplicate" of a message that is not kept.
@@ -261,18 +264,27 @@ class Conversation:
             # the queue change carries its cause: announce the accepted message
             delivery: Delivery = "steer" if cause.lane == "steering" else "follow_up"
             message_id = cause.message_ids[0]
-            logged_at = self._logged_elsewhere.get(message_id)
-            if logged_at is None:
+            logged = self._logged_elsewhere.get(message_id)
+            if logged is None:
                 self.translator.message_queued(message_id, delivery, cause.position or 0)
                 self._queued_at[message_id] = self.last_seq
             else:
-                self._queued_at[message_id] = logged_at
+                self._queued_at[message_id] = logged[0]
         self.translator(event)
         if isinstance(event, MessageStart) and isinstance(event.message, UserMessage):
             # delivered: its thread_started is queued for commit just before this
             self._delivered(event.message.id)
         elif isinstance(event, TurnEnd | AgentEnd):
             self.log.put_state(self.id, CONTEXT_KEY, encode_context(self.agent.messages))
+
+    def _keep_created_at(self, message_ids: Sequence[str]) -> None:
+        """An adopted message keeps the time it was accepted elsewhere (its
+        clients were told it), not the time this process took it in."""
+        for message_id in message_ids:
+            logged = self._logged_elsewhere.get(message_id)
+            message = self.agent.inbox.find(message_id) if logged is not None else None
+            if logged is not None and message is not None:
+                message.created_at = logged[1]
 
     def save_queue(self) -> None:
         """Write the queued messages that changed since the last save, delete
@@ -515,7 +527,7 @@ class Conversation:
             if message.lane == "follow_up"
             else ("interrupt" if message.interrupt else "steer")
         )
-        self._logged_elsewhere[message.id] = queued_seq
+        self._logged_elsewhere[message.id] = (queued_seq, message.created_at)
         try:
             await self.submit(
                 message.content,
