@@ -53,6 +53,7 @@ from steerline.service.conversation import (
     Acceptance,
     Conversation,
     SubmitMode,
+    accepted_result,
     check_message_size,
     decode_acceptance_point,
 )
@@ -458,16 +459,7 @@ class RemoteConversation:
             if isinstance(taken, Conversation):
                 return await taken.execute(command, auto_continue=auto_continue)
             if taken is not None:
-                return Accepted(
-                    conversation_id=self.id,
-                    message_id=taken.message_id,
-                    duplicate=taken.duplicate,
-                    queued=taken.queued,
-                    lane=taken.lane,
-                    position=taken.position if taken.queued else None,
-                    run_id=taken.run_id,
-                    queue=await stored_queue(self._service.log, self.id),
-                )
+                return accepted_result(taken, await stored_queue(self._service.log, self.id))
         reply = await self._call(ExecuteCall(command=command, auto_continue=auto_continue))
         if not isinstance(reply, ResultReply):
             raise StorageUnavailableError("the conversation's server sent an unexpected answer")

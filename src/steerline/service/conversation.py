@@ -131,6 +131,20 @@ class Acceptance:
     """The lane it was queued in (None: it is the prompt of a run)."""
 
 
+def accepted_result(acceptance: Acceptance, queue: QueueView) -> Accepted:
+    """The command set's answer to a message (``Accepted``), with the queue now."""
+    return Accepted(
+        conversation_id=acceptance.conversation_id,
+        message_id=acceptance.message_id,
+        duplicate=acceptance.duplicate,
+        queued=acceptance.queued,
+        lane=acceptance.lane,
+        position=acceptance.position if acceptance.queued else None,
+        run_id=acceptance.run_id,
+        queue=queue,
+    )
+
+
 _RECENT_ACCEPTANCES = 256
 """Acceptance points kept in memory for quick re-POST answers; older ones
 are read from storage (they are stored with each id of the dedup window)."""
@@ -743,16 +757,7 @@ class Conversation:
         )
 
     def _accepted_result(self, acceptance: Acceptance) -> Accepted:
-        return Accepted(
-            conversation_id=self.id,
-            message_id=acceptance.message_id,
-            duplicate=acceptance.duplicate,
-            queued=acceptance.queued,
-            lane=acceptance.lane,
-            position=acceptance.position if acceptance.queued else None,
-            run_id=acceptance.run_id,
-            queue=self.queue_view(),
-        )
+        return accepted_result(acceptance, self.queue_view())
 
     # -- control -------------------------------------------------------------------
     async def abort(self, clear_queues: bool = False) -> list[QueuedMessage]:
