@@ -237,6 +237,37 @@ async def test_a_message_sent_while_the_owner_lies_dead_is_accepted_at_once(
     assert [m["id"] for m in state["queue"]["follow_up"]] == ["meanwhile"]  # type: ignore[index]
 
 
+async def test_a_prompt_to_an_idle_conversation_of_a_dead_server_is_served_elsewhere(
+    processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
+) -> None:
+    """A holds an idle conversation's lease (it keeps it until it unloads the
+    conversation) and is SIGKILLed. A prompt through B is sent to A as a
+    control request, which nobody answers; once A's lease expires B
+    withdraws it and runs the prompt itself: a 200 stream with its run, once
+    (before: B waited for A's answer until its patience ran out, 503)."""
+    a, b = await start(processes, redis_server, tmp_path, 2)
+    async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": "hi"}) as s:
+        first = await s.rest()
+    cid = first[0]["data"]["conversation_id"]
+    a.kill()
+    with anyio.fail_after(30):
+        async with open_stream(
+            http,
+            "POST",
+            f"{b.api}/agents/stream",
+            json={"query": "are you there", "conversation_id": cid, "message_id": "once"},
+        ) as s:
+            second = await s.rest()
+    assert second[-1]["event"] == "done"
+    log = await read_all(http, b, cid)
+    assert_once(log)
+    delivered = [
+        e["data"]["metadata"].get("message_id") for e in log if e["event"] == "thread_started"
+    ]
+    assert delivered.count("once") == 1
+    assert names(log).count("task_started") == 2
+
+
 async def test_a_viewer_on_the_process_that_ends_a_dead_owners_run_sees_what_follows(
     processes: list[Served], redis_server: RedisServer, tmp_path: Path, http: httpx2.AsyncClient
 ) -> None:

@@ -153,7 +153,11 @@ class SharedLog(abc.ABC):
         """Ask the lease holder to run ``body``; its reply within ``patience`` seconds.
 
         ``NotHeldError`` when nobody holds the lease (checked atomically with
-        the request being queued), ``TimeoutError`` when no reply came.
+        the request being queued), or when the holder's lease expired with
+        the request unanswered (the holder died): the request is withdrawn
+        first, so nobody runs it, and the caller may take the lease and run
+        it itself. ``TimeoutError`` when no reply came in time (or the holder
+        ran it and its answer was lost).
         """
 
     @abc.abstractmethod

@@ -69,6 +69,10 @@ class Host(Protocol):
     shared: SharedLog | None
     control_patience: float
 
+    async def open(
+        self, tenant: str, conversation_id: str
+    ) -> Conversation | RemoteConversation: ...
+
     @property
     def inbox_limits(self) -> InboxLimits: ...
 
@@ -198,6 +202,17 @@ async def serve_control(service: Host, request: ControlRequest) -> None:
     try:
         call = _call_decoder.decode(request.body)
         conversation = await service.get_held(request.conversation_id)
+        reply = await _run_call(conversation, call)
+    except SteerlineError as error:
+        reply = _error_reply(error)
+    except msgspec.DecodeError as error:
+        reply = ErrorReply(code="invalid_value", message=f"bad control request: {error}")
+    await shared.reply(request, _call_encoder.encode(reply))
+
+
+async def _run_call(conversation: Conversation, call: Call) -> Reply:
+    """What the holder does for a control request (errors: ``ErrorReply``)."""
+    try:
         if isinstance(call, SubmitCall):
             acceptance = await conversation.submit(
                 call.content,  # type: ignore[arg-type]
@@ -208,7 +223,7 @@ async def serve_control(service: Host, request: ControlRequest) -> None:
                 fresh=call.fresh,
                 expected_run_id=call.expected_run_id,
             )
-            reply = AcceptanceReply(
+            return AcceptanceReply(
                 message_id=acceptance.message_id,
                 duplicate=acceptance.duplicate,
                 run_id=acceptance.run_id,
@@ -218,18 +233,14 @@ async def serve_control(service: Host, request: ControlRequest) -> None:
                 position=acceptance.position,
                 lane=acceptance.lane,
             )
-        elif isinstance(call, ExecuteCall):
+        if isinstance(call, ExecuteCall):
             result = await conversation.execute(call.command, auto_continue=call.auto_continue)
-            reply = _result_reply(result)
-        else:
-            if conversation.busy:
-                conversation.agent.abort()
-            reply = DoneReply()
+            return _result_reply(result)
+        if conversation.busy:
+            conversation.agent.abort()
+        return DoneReply()
     except SteerlineError as error:
-        reply = _error_reply(error)
-    except msgspec.DecodeError as error:
-        reply = ErrorReply(code="invalid_value", message=f"bad control request: {error}")
-    await shared.reply(request, _call_encoder.encode(reply))
+        return _error_reply(error)
 
 
 # -- the caller's side -----------------------------------------------------------
@@ -340,7 +351,9 @@ class RemoteConversation:
         call = SubmitCall(
             content=content if isinstance(content, str) else msgspec.to_builtins(content),
             mode=mode,
-            message_id=message_id,
+            # an id of its own, so that a request sent again (to a new holder,
+            # should this one die unanswered) is a duplicate, never a second message
+            message_id=message_id or new_id("msg"),
             priority=priority,
             start_if_idle=start_if_idle,
             fresh=fresh,
@@ -465,7 +478,7 @@ class RemoteConversation:
             raise StorageUnavailableError("the conversation's server sent an unexpected answer")
         return _result_of(reply)
 
-    async def _call(self, call: Call) -> Reply:
+    async def _call(self, call: Call, redirects: int = 3) -> Reply:
         shared = self._service.shared
         assert shared is not None
         try:
@@ -473,9 +486,20 @@ class RemoteConversation:
                 self.id, _call_encoder.encode(call), self._service.control_patience
             )
         except NotHeldError:
-            raise StorageUnavailableError(
-                "the conversation's server just let it go; retry the request"
-            ) from None
+            # nobody holds the lease (let go just now, or its holder died
+            # with the request unanswered and withdrawn): take it, run it here
+            handle = await self._service.open(self.record.tenant, self.id)
+            if isinstance(handle, Conversation):
+                reply: Reply = await _run_call(handle, call)
+            elif redirects > 0:
+                return await handle._call(call, redirects - 1)
+            else:
+                raise StorageUnavailableError(
+                    "the conversation changed servers several times; retry the request"
+                ) from None
+            if isinstance(reply, ErrorReply):
+                _raise(reply)
+            return reply
         except TimeoutError:
             raise StorageUnavailableError(
                 "the server running this conversation did not answer in time; retry the "

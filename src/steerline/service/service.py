@@ -562,7 +562,7 @@ class ConversationService:
             if event.event == EventName.MESSAGE_QUEUED
             and (message_id := queued_message_id(event.envelope)) is not None
         ]
-        if queued:
+        if queued and self._group is not None:  # (none once the service stopped)
             self._background(lambda: self._adopt(conversation_id, queued))
 
     async def _adopt(self, conversation_id: str, queued: list[tuple[int, str]]) -> None:
@@ -579,7 +579,7 @@ class ConversationService:
                     if stored is None:
                         continue  # removed meanwhile
                     await conversation.adopt(decode_queued(stored), seq)
-        except SteerlineError as exc:
+        except (SteerlineError, _LeaseLetGo) as exc:
             # still stored as queued: loading the conversation again restores it
             logger.warning(
                 "conversation %s: a message queued elsewhere waits: %s", conversation_id, exc

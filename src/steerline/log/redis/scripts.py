@@ -121,13 +121,29 @@ return 'ok'
 
 SEND_CONTROL = """
 -- KEYS: lease, ctl   ARGV: limit, request id, reply stream, body
--- -> the lease value (queued; the caller wakes its holder), 0 nobody holds
--- the lease, -1 too many waiting
+-- -> {lease value, entry id} (queued; the caller wakes its holder), 0 nobody
+-- holds the lease, -1 too many waiting
 local holder = redis.call('GET', KEYS[1])
 if not holder then return 0 end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -1 end
-redis.call('XADD', KEYS[2], '*', 'q', ARGV[2], 'to', ARGV[3], 'b', ARGV[4])
-return holder
+return {holder, redis.call('XADD', KEYS[2], '*', 'q', ARGV[2], 'to', ARGV[3], 'b', ARGV[4])}
+"""
+
+WITHDRAW_CONTROL = """
+-- A requester waiting for a holder that may have died. KEYS: lease, ctl
+-- ARGV: the lease value the request was sent to, its entry id
+-- -> 'wait': that holder still holds the lease (it answers, or its lease
+--    expires); 'handed': another process took the lease, and reads the
+--    requests left in the stream when it does (it answers);
+--    'withdrawn': nobody holds the lease and the request was still there:
+--    deleted now, nobody ran it or ever will (the old holder is fenced);
+--    'done': nobody holds the lease and the request is gone: its holder
+--    ran it and wrote its effects, but its answer was lost
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return 'wait' end
+if holder then return 'handed' end
+if redis.call('XDEL', KEYS[2], ARGV[2]) == 1 then return 'withdrawn' end
+return 'done'
 """
 
 COMMIT = (

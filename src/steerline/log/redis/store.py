@@ -224,6 +224,7 @@ class RedisEventLog(EventLog, SharedLog):
                 "TRIM",
                 "INTAKE",
                 "CLAIM",
+                "WITHDRAW_CONTROL",
             )
         }
         self._writer = asyncio.create_task(self._write_forever(), name="steerline-redis-writer")
@@ -1062,11 +1063,42 @@ class RedisEventLog(EventLog, SharedLog):
                 raise StorageUnavailableError(
                     "too many requests wait for this conversation's server; retry shortly"
                 )
-            await self._wake(queued.decode().rpartition("|")[0], conversation_id)
-            async with asyncio.timeout(patience):
-                return await future
+            lease, entry_id = queued[0], queued[1]
+            await self._wake(lease.decode().rpartition("|")[0], conversation_id)
+            return await self._await_reply(keys, future, lease, entry_id, patience)
         finally:
             self._replies.pop(request_id, None)
+
+    async def _await_reply(
+        self,
+        keys: ConversationKeys,
+        future: asyncio.Future[bytes],
+        lease: bytes,
+        entry_id: bytes,
+        patience: float,
+    ) -> bytes:
+        """The holder's answer; or, should its lease expire unanswered (the
+        holder died), the request withdrawn (``NotHeldError``: take the lease
+        and run it here) rather than waiting out ``patience`` for nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        check_every = max(0.05, min(0.5, self.lease_ttl / 4))
+        while True:
+            try:
+                async with asyncio.timeout(min(check_every, max(0.0, deadline - loop.time()))):
+                    return await asyncio.shield(future)
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    raise
+            state = await self._call(
+                self._scripts["WITHDRAW_CONTROL"](
+                    keys=[keys.lease, keys.control], args=[lease, entry_id]
+                )
+            )
+            if state == b"withdrawn":
+                raise NotHeldError(keys.base)
+            if state == b"done":
+                raise TimeoutError  # ran, answer lost: a retry with its id is a duplicate
 
     async def reply(self, request: ControlRequest, body: bytes) -> None:
         local = self._held(request.conversation_id)
