@@ -77,17 +77,27 @@ class RedisServer:
         *,
         appendonly: bool = True,
         maxmemory_policy: str = "noeviction",
+        cluster: bool = False,
     ) -> None:
         self.binary = redis_server_binary()
         self.directory = Path(directory).resolve()
         self.appendonly = appendonly
         self.maxmemory_policy = maxmemory_policy
+        self.cluster = cluster
+        """Start as a Redis Cluster node (joined by the test that starts it)."""
+        self._bus_port = free_port() if cluster else 0
+        """The node-to-node port (by default the port + 10,000: too high for a free port)."""
         self._port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def bus_port(self) -> int:
+        """A cluster node's node-to-node port."""
+        return self._bus_port
 
     @property
     def url(self) -> str:
@@ -127,6 +137,18 @@ class RedisServer:
             "no",
             "--logfile",
             str(self.log),
+            *(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    str(self._bus_port),
+                ]
+                if self.cluster
+                else []
+            ),
         ]
 
     def start(self) -> None:
