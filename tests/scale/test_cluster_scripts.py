@@ -5,8 +5,8 @@ Three ``redis-server`` nodes joined into one cluster; each script of the
 keys the store gives it, so a key outside the conversation's slot would be
 refused (``CROSSSLOT``) or routed to the wrong node (``MOVED`` for a key in
 the script). What does not run on a cluster is the process-level reader's
-``XREAD`` over many conversations (docs/scaling.md): the store itself is
-supported on one primary.
+``XREAD`` over many conversations (docs/scaling.md): the store itself runs
+on one primary, and refuses a cluster node at start-up.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 import redis
 from redis.asyncio import RedisCluster
 
-from steerline.log.redis import scripts
+from steerline.core.errors import InvalidValueError
+from steerline.log.redis import RedisEventLog, scripts
 from steerline.log.redis.keys import Keys
 from tests.redis_server import RedisServer
 
@@ -140,3 +141,10 @@ async def test_every_script_runs_on_a_cluster(client: RedisCluster) -> None:
     stored = await client.xrange(keys.log)
     assert stored == [], "trimmed by age"
     assert await run("DELETE", every, []) == 1
+
+
+def test_the_store_refuses_a_cluster_node_with_a_clear_error(cluster: list[RedisServer]) -> None:
+    """Not a failure at the first command that spans slots: a clear refusal
+    at start-up (``steerline serve`` exits 2 with it)."""
+    with pytest.raises(InvalidValueError, match="Redis Cluster node"):
+        RedisEventLog(cluster[0].url).acquire()

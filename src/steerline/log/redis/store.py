@@ -189,6 +189,7 @@ class RedisEventLog(EventLog, SharedLog):
         )
         try:
             client.ping()
+            _refuse_cluster(self.options.display, client.info("cluster"))
             _refuse_eviction(self.options.display, _config(client, "maxmemory-policy"))
         except TRANSIENT as exc:
             raise StorageUnavailableError(
@@ -246,6 +247,7 @@ class RedisEventLog(EventLog, SharedLog):
 
     async def _check_server(self) -> None:
         """SPEC §4: refuse a Redis that may evict keys; warn when nothing persists."""
+        _refuse_cluster(self.options.display, await self.redis.info("cluster"))
         try:
             policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
             aof = (await self.redis.config_get("appendonly")).get("appendonly")
@@ -1235,6 +1237,15 @@ def _config(client: Any, name: str) -> str | None:
     except redis_errors.ResponseError:
         return None  # CONFIG disabled: open() warns
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _refuse_cluster(url: str, info: dict[str, Any]) -> None:
+    """A Redis Cluster node: the store needs one primary (docs/scaling.md)."""
+    if str(info.get("cluster_enabled", 0)) == "1":
+        raise InvalidValueError(
+            f"Redis at {url} is a Redis Cluster node: steerline's Redis store runs on "
+            "one primary (with replicas), not on a cluster (see docs/scaling.md)"
+        )
 
 
 def _refuse_eviction(url: str, policy: str | None) -> None:
