@@ -285,7 +285,7 @@ class RedisEventLog(EventLog, SharedLog):
             self._keeper.stop()
         if self._reader is not None:
             await self._reader.stop()
-        for task in [self._writer, *self._control_workers.values()]:
+        for task in [self._writer, *self._control_workers.values(), *self._catching_up]:
             if task is not None:
                 task.cancel()
         await self._redis.aclose()
