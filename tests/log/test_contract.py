@@ -7,6 +7,7 @@ backends must do too, so the server and transports can be tested on memory.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -31,23 +32,30 @@ pytestmark = pytest.mark.anyio
 LogFactory = Callable[[LogSettings | None], Awaitable[EventLog]]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LogFactory]:
     opened: list[EventLog] = []
     # requested first, so the server outlives the logs (fixtures end in reverse)
-    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    redis_url = ""
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_url")
+    elif request.param == "redis-cluster":
+        redis_url = request.getfixturevalue("redis_cluster_url")
+    run = uuid.uuid4().hex[:8]  # a cluster is shared by the session: keys of this test only
 
     async def factory(settings: LogSettings | None = None) -> EventLog:
         log: EventLog
         if request.param == "memory":
             log = MemoryEventLog(settings)
-        elif request.param == "redis":
-            # a real redis-server; each log its own key prefix
-            log = RedisEventLog(f"{redis_url}?prefix=t{len(opened)}", settings)
+        elif request.param.startswith("redis"):
+            # a real redis-server (or cluster); each log its own key prefix
+            log = RedisEventLog(f"{redis_url}?prefix=t{run}n{len(opened)}", settings)
         else:
             log = SqliteEventLog(str(tmp_path / f"log{len(opened)}.db"), settings)
         await log.open()
         opened.append(log)
+        if request.param == "redis-cluster":
+            assert isinstance(log, RedisEventLog) and log.cluster, "found the cluster"
         return log
 
     yield factory

@@ -1,26 +1,22 @@
 """Every mutation script runs on a real Redis Cluster (SPEC §4, issue 13).
 
-Three ``redis-server`` nodes joined into one cluster; each script of the
-``redis://`` store is called through redis-py's cluster client with the
-keys the store gives it, so a key outside the conversation's slot would be
-refused (``CROSSSLOT``) or routed to the wrong node (``MOVED`` for a key in
-the script). What does not run on a cluster is the process-level reader's
-``XREAD`` over many conversations (docs/scaling.md): the store itself runs
-on one primary, and refuses a cluster node at start-up.
+Each script of the ``redis://`` store is called through redis-py's cluster
+client with the keys the store gives it, on the session's three-node
+cluster: a key outside the conversation's slot would be refused
+(``CROSSSLOT``, or "non local key" for a key the script names itself). The
+store as a whole runs on the cluster in ``test_cluster_processes.py`` and
+the contract tests (``redis-cluster``).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+import uuid
+from collections.abc import AsyncIterator
 
 import pytest
-import redis
 from redis.asyncio import RedisCluster
 
-from steerline.core.errors import InvalidValueError
-from steerline.log.redis import RedisEventLog, scripts
+from steerline.log.redis import scripts
 from steerline.log.redis.keys import Keys
 from tests.redis_server import RedisServer
 
@@ -30,40 +26,15 @@ SLOTS = 16384
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
-    nodes = [RedisServer(tmp_path / f"node-{i}", cluster=True) for i in range(3)]
-    try:
-        for node in nodes:
-            node.start()
-        clients = [redis.Redis(port=node.port) for node in nodes]
-        share = SLOTS // len(nodes)
-        for i, client in enumerate(clients):
-            last = SLOTS - 1 if i == len(nodes) - 1 else (i + 1) * share - 1
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
-        for node in nodes[1:]:
-            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
-        deadline = time.monotonic() + 20
-        for client in clients:
-            while client.cluster("info")["cluster_state"] != "ok":
-                assert time.monotonic() < deadline, "the cluster did not form"
-                time.sleep(0.02)  # polling a forming cluster, not synchronising the test
-            client.close()
-        yield nodes
-    finally:
-        for node in nodes:
-            node.kill()
-
-
-@pytest.fixture
-async def client(cluster: list[RedisServer]) -> AsyncIterator[RedisCluster]:
-    connection = RedisCluster(host="127.0.0.1", port=cluster[0].port)
+async def client(redis_cluster: list[RedisServer]) -> AsyncIterator[RedisCluster]:
+    connection = RedisCluster(host="127.0.0.1", port=redis_cluster[0].port)
     await connection.initialize()
     yield connection
     await connection.aclose()
 
 
 async def test_every_script_runs_on_a_cluster(client: RedisCluster) -> None:
-    keys = Keys().conversation("conv-cluster")
+    keys = Keys(f"scripts{uuid.uuid4().hex[:8]}").conversation("conv-cluster")
     queue, seen = keys.items("queue"), keys.items("seen")
     every = [*keys.fixed, *queue, *seen]
     assert len({client.keyslot(k) for k in every}) == 1, "one slot per conversation"
@@ -141,10 +112,3 @@ async def test_every_script_runs_on_a_cluster(client: RedisCluster) -> None:
     stored = await client.xrange(keys.log)
     assert stored == [], "trimmed by age"
     assert await run("DELETE", every, []) == 1
-
-
-def test_the_store_refuses_a_cluster_node_with_a_clear_error(cluster: list[RedisServer]) -> None:
-    """Not a failure at the first command that spans slots: a clear refusal
-    at start-up (``steerline serve`` exits 2 with it)."""
-    with pytest.raises(InvalidValueError, match="Redis Cluster node"):
-        RedisEventLog(cluster[0].url).acquire()

@@ -6,6 +6,7 @@ server processes, on a real ``redis-server``."""
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -27,12 +28,21 @@ pytestmark = pytest.mark.anyio
 TTL = 1.0
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """One Redis, or a three-node Redis Cluster (shared: keys of this test only)."""
+    if request.param == "redis":
+        return f"{request.getfixturevalue('redis_url')}?lease_ttl={TTL}"
+    url = request.getfixturevalue("redis_cluster_url")
+    return f"{url}?lease_ttl={TTL}&prefix=i{uuid.uuid4().hex[:10]}"
+
+
 @pytest.fixture
-async def services(redis_url: str) -> AsyncIterator[Callable[[], object]]:
+async def services(store_url: str) -> AsyncIterator[Callable[[], object]]:
     async with AsyncExitStack() as stack:
 
         async def make() -> ConversationService:
-            log = RedisEventLog(f"{redis_url}?lease_ttl={TTL}")
+            log = RedisEventLog(store_url)
             return await stack.enter_async_context(ConversationService(log))
 
         yield make
@@ -153,18 +163,14 @@ async def test_one_id_to_the_holder_and_another_process_at_once_is_queued_once(
 
 
 async def test_what_another_process_queues_between_two_commits_keeps_the_log_gapless(
-    redis_url: str,
+    store_url: str,
 ) -> None:
     """The holder numbers its appends provisionally; COMMIT gives them their
     seqs after whatever INTAKE appended meanwhile, and the holder's tail
     (what its viewers read) reads the foreign event in between."""
     async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(
-            ConversationService(RedisEventLog(f"{redis_url}?lease_ttl={TTL}"))
-        )
-        b = await stack.enter_async_context(
-            ConversationService(RedisEventLog(f"{redis_url}?lease_ttl={TTL}"))
-        )
+        a = await stack.enter_async_context(ConversationService(RedisEventLog(store_url)))
+        b = await stack.enter_async_context(ConversationService(RedisEventLog(store_url)))
         conversation = await running_a_tool(a, 0.5)
         handle = await b.open("t", conversation.id)
         assert isinstance(handle, RemoteConversation)

@@ -54,6 +54,10 @@ class ReaderHost(Protocol):
 
     def on_log_entries(self, conversation_id: str, entries: list[Any]) -> None: ...
 
+    async def sync_watchers(self, refresh: bool) -> None: ...
+
+    async def fetch_logs(self, conversation_ids: set[str]) -> None: ...
+
     def on_control_wake(self, conversation_id: str) -> None: ...
 
     def on_reply(self, fields: dict[bytes, bytes]) -> None: ...
@@ -67,6 +71,14 @@ logger = logging.getLogger("steerline.log.redis")
 
 BLOCK_MS = 5000
 """An ``XREAD`` blocks at most this long (well under the socket timeout)."""
+REFRESH_EVERY = 5.0
+"""On a cluster: seconds between two renewals of this process's registrations
+as a watcher (they expire after :data:`WATCH_TTL`) and two reads of every
+watched log (what a lost notification left unread)."""
+REFRESH_BLOCK_MS = int(REFRESH_EVERY * 1000)
+WATCH_TTL = 30.0
+"""On a cluster: seconds a registration as a watcher lives unrenewed (a dead
+process stops being notified)."""
 FORGET_EVERY = 5.0
 """Seconds between two looks for conversations nobody here watches any more."""
 OWN_STREAM_TTL = 86400
@@ -79,8 +91,17 @@ writing to the stream afterwards would leave a key that never expires."""
 
 
 class Reader:
-    def __init__(self, log: ReaderHost, client: aioredis.Redis) -> None:
+    """One task per process: reads its own stream (replies, wake-ups) and the
+    logs its viewers watch. On one Redis that is one ``XREAD BLOCK`` over all
+    of them. A cluster refuses an ``XREAD`` over keys of several slots, so
+    there the task reads its own stream only: it registers in each watched
+    conversation's ``watchers`` set, writers name the conversation on the
+    stream of each process registered, and the task then reads that log
+    (and every watched log each ``REFRESH_EVERY``, in case one was lost)."""
+
+    def __init__(self, log: ReaderHost, client: aioredis.Redis, cluster: bool = False) -> None:
         self._log = log
+        self._cluster = cluster
         self._client: Any = client  # redis-py's stubs type replies as ``bytes | str``
         self._own = log.keys.process(log.owner)
         self._cursor = b"0-0"
@@ -138,6 +159,7 @@ class Reader:
         delay = 0.05
         failing = False
         forgot_at = time.monotonic()
+        registered_at = 0.0
         while not self._stopping:
             if time.monotonic() - forgot_at >= FORGET_EVERY:
                 forgot_at = time.monotonic()
@@ -153,7 +175,14 @@ class Reader:
                 if time.monotonic() - self._refreshed >= self.refresh_every:
                     await self._client.expire(self._own, self.own_ttl)
                     self._refreshed = time.monotonic()
-                replies = await self._client.xread(streams, count=1000, block=BLOCK_MS)
+                if self._cluster:
+                    refresh = time.monotonic() - registered_at >= REFRESH_EVERY
+                    await self._log.sync_watchers(refresh)
+                    if refresh:
+                        registered_at = time.monotonic()
+                replies = await self._client.xread(
+                    streams, count=1000, block=REFRESH_BLOCK_MS if self._cluster else BLOCK_MS
+                )
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 # once per outage at WARNING (the log says when it is back)
                 level = logging.DEBUG if failing else logging.WARNING
@@ -175,12 +204,17 @@ class Reader:
                     continue
                 if stream == self._own.encode():
                     self._cursor = entries[-1][0]
+                    written: set[str] = set()
                     for _entry_id, fields in entries:
                         woken = fields.get(b"c")
                         if woken is not None:
                             self._log.on_control_wake(woken.decode())
+                        elif (log := fields.get(b"l")) is not None:
+                            written.add(log.decode())
                         else:
                             self._log.on_reply(fields)
+                    if written:
+                        await self._fetch(written)
                     continue
                 named = self._log.local_for_stream(stream)
                 if named is None:
@@ -188,6 +222,13 @@ class Reader:
                 conversation_id, kind = named
                 if kind == "log":
                     self._log.on_log_entries(conversation_id, entries)
+
+    async def _fetch(self, conversation_ids: set[str]) -> None:
+        """Read the logs a writer named (a failure: the next refresh reads them)."""
+        try:
+            await self._log.fetch_logs(conversation_ids)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            logger.warning("Redis reader: reading notified logs failed: %s", exc)
 
 
 class LeaseKeeper:
@@ -200,8 +241,10 @@ class LeaseKeeper:
         loop: asyncio.AbstractEventLoop,
         on_lost: Callable[[str, str], None],
         lease_key: Callable[[str], str],
+        cluster: bool = False,
     ) -> None:
         self._lease_key = lease_key
+        self._cluster = cluster
         self._ttl_ms = int(ttl * 1000)
         self._interval = ttl / 3
         self._loop = loop
@@ -212,7 +255,8 @@ class LeaseKeeper:
         confirmed for most of its TTL may have expired (an outage), so the
         process must ask Redis again before acting on it."""
         self._stopping = threading.Event()
-        self._client = redis.Redis.from_url(
+        kind = redis.RedisCluster if cluster else redis.Redis
+        self._client: Any = kind.from_url(
             url,
             socket_connect_timeout=max(ttl / 4, 0.2),
             socket_timeout=max(ttl / 4, 0.2),
@@ -240,6 +284,21 @@ class LeaseKeeper:
         self._held.pop(conversation_id, None)
         self.confirmed.pop(conversation_id, None)
 
+    def _renew_all(self, held: dict[str, str]) -> list[Any]:
+        """One pipelined script per lease; one by one on a cluster (redis-py
+        refuses scripts in cluster pipelines)."""
+        if self._cluster:
+            return [
+                self._renew(keys=[self._lease_key(cid)], args=[value, self._ttl_ms])
+                for cid, value in held.items()
+            ]
+        pipe = self._client.pipeline(transaction=False)
+        for conversation_id, value in held.items():
+            lease_key = self._lease_key(conversation_id)
+            self._renew(keys=[lease_key], args=[value, self._ttl_ms], client=pipe)
+        renewed: list[Any] = pipe.execute()
+        return renewed
+
     def _run(self) -> None:
         failing = False
         while not self._stopping.wait(self._interval):
@@ -247,11 +306,7 @@ class LeaseKeeper:
             if not held:
                 continue
             try:
-                pipe = self._client.pipeline(transaction=False)
-                for conversation_id, value in held.items():
-                    lease_key = self._lease_key(conversation_id)
-                    self._renew(keys=[lease_key], args=[value, self._ttl_ms], client=pipe)
-                renewed = pipe.execute()
+                renewed = self._renew_all(held)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 # once per outage at WARNING (the log says when Redis is back)
                 level = logging.DEBUG if failing else logging.WARNING

@@ -66,6 +66,11 @@ class ConversationKeys:
         return f"{self.base}:times"
 
     @property
+    def watchers(self) -> str:
+        """On a cluster: the processes that read this log (owner → expiry, ms)."""
+        return f"{self.base}:watchers"
+
+    @property
     def fixed(self) -> list[str]:
         """The keys every commit and delete script gets first, in this order:
         record, log, state, lease, control, collections, times."""

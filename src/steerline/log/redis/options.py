@@ -28,6 +28,12 @@ class RedisOptions:
     prefix: str = "steerline"
 
     @property
+    def database(self) -> int:
+        """The database number of the URL (0 when it names none)."""
+        path = urlsplit(self.url).path
+        return int(path[1:]) if path not in ("", "/") else 0
+
+    @property
     def display(self) -> str:
         """The URL for messages and logs: its password, if any, masked."""
         parts = urlsplit(self.url)

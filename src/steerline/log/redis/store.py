@@ -53,7 +53,8 @@ from steerline.log.base import (
     time_bucket,
 )
 from steerline.log.redis import scripts
-from steerline.log.redis.background import LeaseKeeper, Reader
+from steerline.log.redis.background import WATCH_TTL, LeaseKeeper, Reader
+from steerline.log.redis.batch import Batch
 from steerline.log.redis.keys import ConversationKeys, Keys
 from steerline.log.redis.options import RedisOptions, default_owner
 from steerline.log.shared import (
@@ -132,7 +133,9 @@ class RedisEventLog(EventLog, SharedLog):
         self.lease_ttl = self.options.lease_ttl
         self.keys = Keys(self.options.prefix)
         self._locals: dict[str, _Local] = {}
-        self._redis: aioredis.Redis | None = None
+        self._redis: Any = None
+        self._cluster = False
+        """The URL names a Redis Cluster node (found by ``open``)."""
         self._ticket = 0
         self._batches = 0
         """Numbers the batches that append (their retry token, see COMMIT)."""
@@ -147,6 +150,9 @@ class RedisEventLog(EventLog, SharedLog):
         self._on_lease_lost: Callable[[str], None] = lambda _cid: None
         self._on_foreign: ForeignHandler = lambda _cid, _events: None
         self._catching_up: set[asyncio.Task[None]] = set()
+        """Background tasks: catching up a held tail, notifying watchers."""
+        self._registered: set[str] = set()
+        """On a cluster: the conversations this process is registered as a watcher of."""
         self._control_queues: dict[str, asyncio.Queue[ControlRequest]] = {}
         self._control_workers: dict[str, asyncio.Task[None]] = {}
         self._reader: Reader | None = None
@@ -157,8 +163,18 @@ class RedisEventLog(EventLog, SharedLog):
         self._sweeper = RetentionSweeper(self, self.settings)
 
     # -- lifecycle -------------------------------------------------------------
-    def _client(self, **extra: Any) -> aioredis.Redis:
-        return aioredis.Redis.from_url(
+    @property
+    def cluster(self) -> bool:
+        """Whether the URL names a Redis Cluster node (known once open)."""
+        return self._cluster
+
+    def _batch(self) -> Batch:
+        return Batch(self.redis, self._cluster)
+
+    def _client(self, **extra: Any) -> Any:
+        """An asyncio client: a cluster client once ``open`` found a cluster."""
+        kind = aioredis.RedisCluster if self._cluster else aioredis.Redis
+        return kind.from_url(
             self.options.url,
             socket_connect_timeout=5,
             socket_keepalive=True,
@@ -189,7 +205,7 @@ class RedisEventLog(EventLog, SharedLog):
         )
         try:
             client.ping()
-            _refuse_cluster(self.options.display, client.info("cluster"))
+            _check_cluster(self.options, client.info("cluster"))
             _refuse_eviction(self.options.display, _config(client, "maxmemory-policy"))
         except TRANSIENT as exc:
             raise StorageUnavailableError(
@@ -204,6 +220,11 @@ class RedisEventLog(EventLog, SharedLog):
     async def open(self) -> None:
         self._redis = self._client(socket_timeout=10)
         try:
+            self._cluster = _check_cluster(self.options, await self._redis.info("cluster"))
+            if self._cluster:
+                await self._redis.aclose()
+                self._redis = self._client(socket_timeout=10)
+                await self._redis.initialize()
             await self._check_server()
         except TRANSIENT as exc:
             await self._redis.aclose()
@@ -229,7 +250,9 @@ class RedisEventLog(EventLog, SharedLog):
             )
         }
         self._writer = asyncio.create_task(self._write_forever(), name="steerline-redis-writer")
-        self._reader = Reader(self, self._client(socket_timeout=self._block_seconds + 10))
+        self._reader = Reader(
+            self, self._client(socket_timeout=self._block_seconds + 10), cluster=self._cluster
+        )
         await self._reader.start()
         self._keeper = LeaseKeeper(
             self.options.url,
@@ -237,6 +260,7 @@ class RedisEventLog(EventLog, SharedLog):
             asyncio.get_running_loop(),
             self._lease_lost,
             lambda cid: self.keys.conversation(cid).lease,
+            cluster=self._cluster,
         )
         self._keeper.start()
         self._sweeper.start()
@@ -247,7 +271,6 @@ class RedisEventLog(EventLog, SharedLog):
 
     async def _check_server(self) -> None:
         """SPEC §4: refuse a Redis that may evict keys; warn when nothing persists."""
-        _refuse_cluster(self.options.display, await self.redis.info("cluster"))
         try:
             policy = (await self.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
             aof = (await self.redis.config_get("appendonly")).get("appendonly")
@@ -435,7 +458,9 @@ class RedisEventLog(EventLog, SharedLog):
         if raw is None:
             return False
         item_keys = [k for c in collections for k in keys.items(c.decode())]
-        deleted = await self._call(self._scripts["DELETE"](keys=[*keys.fixed, *item_keys]))
+        deleted = await self._call(
+            self._scripts["DELETE"](keys=[*keys.fixed, *item_keys, keys.watchers])
+        )
         if not deleted:
             return False
         tenant = _record_decoder.decode(raw).tenant
@@ -556,13 +581,16 @@ class RedisEventLog(EventLog, SharedLog):
     async def _sweep_page(self, ids: list[str], cutoff: int, now_ms: int) -> None:
         """Run TRIM over ``ids`` in one round trip, then re-score them (GT:
         never back below what another sweep or a commit set meanwhile)."""
-        pipe = self.redis.pipeline(transaction=False)
+        batch = self._batch()
         for cid in ids:
             keys = self.keys.conversation(cid)
-            await self._scripts["TRIM"](
-                keys=[keys.record, keys.log, keys.times], args=[cutoff, now_ms], client=pipe
+            await batch.script(
+                self._scripts["TRIM"], [keys.record, keys.log, keys.times], [cutoff, now_ms]
             )
-        replies = await self._call(pipe.execute())
+        replies = await self._call(batch.execute())
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         pipe = self.redis.pipeline(transaction=False)
         for cid, reply in zip(ids, replies, strict=True):
             if reply[0] == b"gone":
@@ -697,6 +725,8 @@ class RedisEventLog(EventLog, SharedLog):
                         self._set_available(False)
             delay = 0.05
             self._set_available(True)
+            written = {cid for (cid, _l, _o, events, _r) in taken if events}
+            self._notify_soon(written)
             for (cid, local, _ops, events, _record), result in zip(taken, results, strict=True):
                 status = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
                 if status == "ok":
@@ -798,11 +828,11 @@ class RedisEventLog(EventLog, SharedLog):
     async def _commit(
         self, taken: list[tuple[str, _Local, list[Op], list[StoredEvent], bytes | None]]
     ) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
+        batch = self._batch()
         retention = self.settings.retention_events or 0
         at, cutoff = self._now_tick_ms(), self._cutoff_ms()
         counts: list[int] = []
-        """Commands in the pipeline per conversation (its script first)."""
+        """Commands in the batch per conversation (its script first)."""
         for cid, local, ops, events, record in taken:
             keys = local.keys
             script_keys = keys.fixed
@@ -827,20 +857,20 @@ class RedisEventLog(EventLog, SharedLog):
                     args += ["R", record]
                 else:
                     args += op
-            await self._scripts["COMMIT"](keys=script_keys, args=args, client=pipe)
+            await batch.script(self._scripts["COMMIT"], script_keys, args)
             counts.append(1)
             if events and not local.aging:
-                pipe.zadd(self.keys.aging, {cid: at}, nx=True)
+                batch.command("zadd", self.keys.aging, {cid: at}, nx=True)
                 counts[-1] += 1
             if record is not None:
                 counts[-1] += 2
                 decoded = _record_decoder.decode(record)
-                pipe.zadd(self.keys.tenant(decoded.tenant), {cid: decoded.updated_at})
+                batch.command("zadd", self.keys.tenant(decoded.tenant), {cid: decoded.updated_at})
                 if decoded.status == "running":
-                    pipe.sadd(self.keys.running, cid)
+                    batch.command("sadd", self.keys.running, cid)
                 else:
-                    pipe.srem(self.keys.running, cid)
-        replies = await pipe.execute(raise_on_error=False)
+                    batch.command("srem", self.keys.running, cid)
+        replies = await batch.execute()
         results: list[Any] = []
         index = 0
         for count in counts:
@@ -942,6 +972,7 @@ class RedisEventLog(EventLog, SharedLog):
                 local.tail.drop_through(int(reply[5]))
             # (the conversation is in the age index since its first commit)
             await self._wake(holder, conversation_id)
+            self._notify_soon({conversation_id})
             run = reply[4].decode() or None
             return IntakeResult(outcome, seq=seq, position=int(reply[2]), run_id=run)
         return IntakeResult(outcome)
@@ -1135,11 +1166,88 @@ class RedisEventLog(EventLog, SharedLog):
         elsewhere. (Not the control streams of the leases held here: a
         requester wakes the holder through its process stream, so an XREAD
         does not grow with every idle conversation this process holds.)"""
+        if self._cluster:
+            return {}  # notified instead (see Reader)
         return {
             local.keys.log: b"%d-0" % local.tail.committed_seq
             for local in self._locals.values()
             if local.lease is None and local.watched
         }
+
+    def _watched(self) -> set[str]:
+        return {cid for cid, local in self._locals.items() if local.lease is None and local.watched}
+
+    async def sync_watchers(self, refresh: bool) -> None:
+        """On a cluster: register this process as a watcher of the logs its
+        viewers read (all of them again on ``refresh``), unregister the ones
+        nobody here reads any more, and read what was written before the
+        registration (a writer notifies only the watchers it finds)."""
+        watched = self._watched()
+        new = watched if refresh else watched - self._registered
+        gone = self._registered - watched
+        if not new and not gone:
+            return
+        expiry = int((self.clock() + WATCH_TTL) * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in new:
+            pipe.zadd(self.keys.conversation(cid).watchers, {self.owner: expiry})
+        for cid in gone:
+            pipe.zrem(self.keys.conversation(cid).watchers, self.owner)
+        await pipe.execute()
+        self._registered = watched
+        await self.fetch_logs(new)
+
+    async def fetch_logs(self, conversation_ids: set[str]) -> None:
+        """Read what is new in the logs of these conversations watched here."""
+        watched = [
+            (cid, local)
+            for cid in conversation_ids
+            if (local := self._locals.get(cid)) is not None
+            and local.lease is None
+            and local.watched
+        ]
+        if not watched:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for _cid, local in watched:
+            pipe.xrange(
+                local.keys.log, min=f"{local.tail.committed_seq + 1}-0", max="+", count=1000
+            )
+        for (cid, _local), entries in zip(watched, await pipe.execute(), strict=True):
+            if entries:
+                self.on_log_entries(cid, entries)
+
+    async def _notify(self, conversation_ids: set[str]) -> None:
+        """On a cluster: name each conversation written to on the stream of
+        every other process registered as its watcher."""
+        if not conversation_ids:
+            return
+        now = int(self.clock() * 1000)
+        ordered = sorted(conversation_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ordered:
+            pipe.zrangebyscore(self.keys.conversation(cid).watchers, now, "+inf")
+        try:
+            found = await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for cid, owners in zip(ordered, found, strict=True):
+                for owner in owners:
+                    if owner.decode() != self.owner:
+                        pipe.xadd(
+                            self.keys.process(owner.decode()),
+                            {"l": cid},
+                            maxlen=10_000,
+                            approximate=True,
+                        )
+            await pipe.execute()
+        except TRANSIENT as exc:  # the watchers' next refresh reads it
+            logger.warning("notifying the watchers of %d logs failed: %s", len(ordered), exc)
+
+    def _notify_soon(self, conversation_ids: set[str]) -> None:
+        if self._cluster and conversation_ids:
+            task = asyncio.get_running_loop().create_task(self._notify(conversation_ids))
+            self._catching_up.add(task)
+            task.add_done_callback(self._catching_up.discard)
 
     def on_control_wake(self, conversation_id: str) -> None:
         """Another process queued a message (INTAKE) or a control request for
@@ -1239,13 +1347,16 @@ def _config(client: Any, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _refuse_cluster(url: str, info: dict[str, Any]) -> None:
-    """A Redis Cluster node: the store needs one primary (docs/scaling.md)."""
-    if str(info.get("cluster_enabled", 0)) == "1":
+def _check_cluster(options: RedisOptions, info: dict[str, Any]) -> bool:
+    """Whether the URL names a Redis Cluster node (a cluster has database 0 only)."""
+    if str(info.get("cluster_enabled", 0)) != "1":
+        return False
+    if options.database != 0:
         raise InvalidValueError(
-            f"Redis at {url} is a Redis Cluster node: steerline's Redis store runs on "
-            "one primary (with replicas), not on a cluster (see docs/scaling.md)"
+            f"Redis at {options.display} is a Redis Cluster node: a cluster has database 0 "
+            f"only, not {options.database}"
         )
+    return True
 
 
 def _refuse_eviction(url: str, policy: str | None) -> None:
