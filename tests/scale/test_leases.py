@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -89,14 +90,36 @@ async def wait_idle(conversation: Conversation, within: float = 15) -> None:
             await conversation.idle.wait()
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def services_anywhere(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[[], object]]:
+    """``services`` on one Redis, or on the session's three-node cluster."""
+    if request.param == "redis":
+        url = f"{request.getfixturevalue('redis_url')}?lease_ttl={TTL}"
+    else:
+        url = (
+            f"{request.getfixturevalue('redis_cluster_url')}?lease_ttl={TTL}"
+            f"&prefix=l{uuid.uuid4().hex[:10]}"
+        )
+    async with AsyncExitStack() as stack:
+
+        async def make() -> ConversationService:
+            service = ConversationService(RedisEventLog(url), registry())
+            return await stack.enter_async_context(service)
+
+        yield make
+
+
 @pytest.mark.parametrize("tool_name", ["block_worker", "block_loop"])
 async def test_a_tool_blocking_longer_than_the_lease_ttl_keeps_the_lease(
-    services: Callable[[], object], tool_name: str
+    services_anywhere: Callable[[], object], tool_name: str
 ) -> None:
     """Must-show 6: renewals come from a thread of their own, so neither a
-    tool blocking its worker nor one blocking the event loop starves them."""
-    a: ConversationService = await services()  # type: ignore[misc]
-    b: ConversationService = await services()  # type: ignore[misc]
+    tool blocking its worker nor one blocking the event loop starves them
+    (on a cluster too, where they go one by one)."""
+    a: ConversationService = await services_anywhere()  # type: ignore[misc]
+    b: ConversationService = await services_anywhere()  # type: ignore[misc]
     conversation = await a.create("t", "blocking")
     seconds = TTL * 3
     await conversation.submit(f'/call {tool_name} {{"seconds": {seconds}}}')
