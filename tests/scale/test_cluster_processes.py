@@ -5,7 +5,7 @@ reader is notified by writers instead of one ``XREAD`` over many logs)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -21,12 +21,20 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def cluster_processes(redis_cluster: list[RedisServer], tmp_path: Path) -> Iterator[list[Served]]:
+async def cluster_processes(
+    redis_cluster: list[RedisServer], tmp_path: Path
+) -> AsyncIterator[list[Served]]:
+    """Three ``steerline serve`` on the cluster (keys of this test only), ready."""
     store = f"{redis_cluster[0].url}?lease_ttl={TTL}&prefix=p{uuid.uuid4().hex[:10]}"
     started = [Served(None, tmp_path, store=store) for _ in range(3)]
-    yield started
-    for process in started:
-        process.kill()
+    try:
+        with anyio.fail_after(60):
+            for process in started:
+                await process.wait_ready()
+        yield started
+    finally:
+        for process in started:
+            process.kill()
 
 
 @pytest.fixture
@@ -39,9 +47,6 @@ async def test_on_a_cluster_run_on_a_stream_on_b_steer_through_c_resume_on_c(
     cluster_processes: list[Served], http: httpx2.AsyncClient
 ) -> None:
     a, b, c = cluster_processes
-    with anyio.fail_after(60):
-        for process in cluster_processes:
-            await process.wait_ready()
     async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": SLOW}) as run:
         started = await run.until("message_chunk")
         cid = started[0]["data"]["conversation_id"]
@@ -80,9 +85,6 @@ async def test_on_a_cluster_the_owners_death_ends_its_run_once(
     cluster_processes: list[Served], http: httpx2.AsyncClient
 ) -> None:
     a, b, c = cluster_processes
-    with anyio.fail_after(60):
-        for process in cluster_processes:
-            await process.wait_ready()
     async with open_stream(http, "POST", f"{a.api}/agents/stream", json={"query": SLOW}) as run:
         started = await run.until("message_chunk")
         cid = started[0]["data"]["conversation_id"]
