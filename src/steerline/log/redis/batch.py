@@ -45,6 +45,12 @@ class Batch:
         """Every reply in order; a command's error is its reply (as
         ``raise_on_error=False``), except that an unreachable Redis raises."""
 
+        if not self._scripts:  # one Redis (or no script): the pipeline alone
+            if not self._piped:
+                return []
+            everything: list[Any] = await self._pipe.execute(raise_on_error=False)
+            return everything
+
         async def piped() -> list[Any]:
             if not self._piped:
                 return []
