@@ -76,9 +76,6 @@ REFRESH_EVERY = 5.0
 as a watcher (they expire after :data:`WATCH_TTL`) and two reads of every
 watched log (what a lost notification left unread)."""
 REFRESH_BLOCK_MS = int(REFRESH_EVERY * 1000)
-WATCH_TTL = 30.0
-"""On a cluster: seconds a registration as a watcher lives unrenewed (a dead
-process stops being notified)."""
 FORGET_EVERY = 5.0
 """Seconds between two looks for conversations nobody here watches any more."""
 OWN_STREAM_TTL = 86400

@@ -53,10 +53,11 @@ from steerline.log.base import (
     time_bucket,
 )
 from steerline.log.redis import scripts
-from steerline.log.redis.background import WATCH_TTL, LeaseKeeper, Reader
+from steerline.log.redis.background import LeaseKeeper, Reader
 from steerline.log.redis.batch import Batch
 from steerline.log.redis.keys import ConversationKeys, Keys
 from steerline.log.redis.options import RedisOptions, default_owner
+from steerline.log.redis.watchers import Notifier, Watchers, never
 from steerline.log.shared import (
     ControlHandler,
     ControlRequest,
@@ -150,9 +151,10 @@ class RedisEventLog(EventLog, SharedLog):
         self._on_lease_lost: Callable[[str], None] = lambda _cid: None
         self._on_foreign: ForeignHandler = lambda _cid, _events: None
         self._catching_up: set[asyncio.Task[None]] = set()
-        """Background tasks: catching up a held tail, notifying watchers."""
-        self._registered: set[str] = set()
-        """On a cluster: the conversations this process is registered as a watcher of."""
+        """Background tasks catching up a held tail."""
+        self._watchers = Watchers(self)
+        self._notify_soon: Notifier = never
+        """Tells other processes of writes (on a cluster: ``Watchers.notify_soon``)."""
         self._control_queues: dict[str, asyncio.Queue[ControlRequest]] = {}
         self._control_workers: dict[str, asyncio.Task[None]] = {}
         self._reader: Reader | None = None
@@ -225,6 +227,7 @@ class RedisEventLog(EventLog, SharedLog):
                 await self._redis.aclose()
                 self._redis = self._client(socket_timeout=10)
                 await self._redis.initialize()
+                self._notify_soon = self._watchers.notify_soon
             await self._check_server()
         except TRANSIENT as exc:
             await self._redis.aclose()
@@ -311,6 +314,7 @@ class RedisEventLog(EventLog, SharedLog):
         for task in [self._writer, *self._control_workers.values(), *self._catching_up]:
             if task is not None:
                 task.cancel()
+        self._watchers.stop()
         await self._redis.aclose()
 
     @property
@@ -1174,80 +1178,22 @@ class RedisEventLog(EventLog, SharedLog):
             if local.lease is None and local.watched
         }
 
-    def _watched(self) -> set[str]:
-        return {cid for cid, local in self._locals.items() if local.lease is None and local.watched}
+    def watched(self) -> dict[str, int]:
+        """The conversations whose logs are read here for viewers (held
+        elsewhere) → the last seq read."""
+        return {
+            cid: local.tail.committed_seq
+            for cid, local in self._locals.items()
+            if local.lease is None and local.watched
+        }
 
     async def sync_watchers(self, refresh: bool) -> None:
-        """On a cluster: register this process as a watcher of the logs its
-        viewers read (all of them again on ``refresh``), unregister the ones
-        nobody here reads any more, and read what was written before the
-        registration (a writer notifies only the watchers it finds)."""
-        watched = self._watched()
-        new = watched if refresh else watched - self._registered
-        gone = self._registered - watched
-        if not new and not gone:
-            return
-        expiry = int((self.clock() + WATCH_TTL) * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        for cid in new:
-            pipe.zadd(self.keys.conversation(cid).watchers, {self.owner: expiry})
-        for cid in gone:
-            pipe.zrem(self.keys.conversation(cid).watchers, self.owner)
-        await pipe.execute()
-        self._registered = watched
-        await self.fetch_logs(new)
+        """On a cluster: see :meth:`Watchers.sync` (the reader calls it)."""
+        await self._watchers.sync(refresh)
 
     async def fetch_logs(self, conversation_ids: set[str]) -> None:
-        """Read what is new in the logs of these conversations watched here."""
-        watched = [
-            (cid, local)
-            for cid in conversation_ids
-            if (local := self._locals.get(cid)) is not None
-            and local.lease is None
-            and local.watched
-        ]
-        if not watched:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for _cid, local in watched:
-            pipe.xrange(
-                local.keys.log, min=f"{local.tail.committed_seq + 1}-0", max="+", count=1000
-            )
-        for (cid, _local), entries in zip(watched, await pipe.execute(), strict=True):
-            if entries:
-                self.on_log_entries(cid, entries)
-
-    async def _notify(self, conversation_ids: set[str]) -> None:
-        """On a cluster: name each conversation written to on the stream of
-        every other process registered as its watcher."""
-        if not conversation_ids:
-            return
-        now = int(self.clock() * 1000)
-        ordered = sorted(conversation_ids)
-        pipe = self.redis.pipeline(transaction=False)
-        for cid in ordered:
-            pipe.zrangebyscore(self.keys.conversation(cid).watchers, now, "+inf")
-        try:
-            found = await pipe.execute()
-            pipe = self.redis.pipeline(transaction=False)
-            for cid, owners in zip(ordered, found, strict=True):
-                for owner in owners:
-                    if owner.decode() != self.owner:
-                        pipe.xadd(
-                            self.keys.process(owner.decode()),
-                            {"l": cid},
-                            maxlen=10_000,
-                            approximate=True,
-                        )
-            await pipe.execute()
-        except TRANSIENT as exc:  # the watchers' next refresh reads it
-            logger.warning("notifying the watchers of %d logs failed: %s", len(ordered), exc)
-
-    def _notify_soon(self, conversation_ids: set[str]) -> None:
-        if self._cluster and conversation_ids:
-            task = asyncio.get_running_loop().create_task(self._notify(conversation_ids))
-            self._catching_up.add(task)
-            task.add_done_callback(self._catching_up.discard)
+        """On a cluster: read the logs a writer named (see :mod:`.watchers`)."""
+        await self._watchers.fetch(conversation_ids)
 
     def on_control_wake(self, conversation_id: str) -> None:
         """Another process queued a message (INTAKE) or a control request for
