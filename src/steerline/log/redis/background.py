@@ -73,9 +73,9 @@ BLOCK_MS = 5000
 """An ``XREAD`` blocks at most this long (well under the socket timeout)."""
 REFRESH_EVERY = 5.0
 """On a cluster: seconds between two renewals of this process's registrations
-as a watcher (they expire after :data:`WATCH_TTL`) and two reads of every
-watched log (what a lost notification left unread)."""
-REFRESH_BLOCK_MS = int(REFRESH_EVERY * 1000)
+as a watcher (they expire after ``watchers.WATCH_TTL``) and two reads of every
+watched log (what a lost notification left unread); an ``XREAD`` blocks no
+longer (:data:`BLOCK_MS`), so the loop comes round in time."""
 FORGET_EVERY = 5.0
 """Seconds between two looks for conversations nobody here watches any more."""
 OWN_STREAM_TTL = 86400
@@ -177,9 +177,7 @@ class Reader:
                     await self._log.sync_watchers(refresh)
                     if refresh:
                         registered_at = time.monotonic()
-                replies = await self._client.xread(
-                    streams, count=1000, block=REFRESH_BLOCK_MS if self._cluster else BLOCK_MS
-                )
+                replies = await self._client.xread(streams, count=1000, block=BLOCK_MS)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 # once per outage at WARNING (the log says when it is back)
                 level = logging.DEBUG if failing else logging.WARNING

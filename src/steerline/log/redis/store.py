@@ -57,7 +57,7 @@ from steerline.log.redis.background import LeaseKeeper, Reader
 from steerline.log.redis.batch import Batch
 from steerline.log.redis.keys import ConversationKeys, Keys
 from steerline.log.redis.options import RedisOptions, default_owner
-from steerline.log.redis.watchers import Notifier, Watchers, never
+from steerline.log.redis.watchers import Watchers
 from steerline.log.shared import (
     ControlHandler,
     ControlRequest,
@@ -153,8 +153,7 @@ class RedisEventLog(EventLog, SharedLog):
         self._catching_up: set[asyncio.Task[None]] = set()
         """Background tasks catching up a held tail."""
         self._watchers = Watchers(self)
-        self._notify_soon: Notifier = never
-        """Tells other processes of writes (on a cluster: ``Watchers.notify_soon``)."""
+        """On a cluster: who reads which log here and elsewhere (see :mod:`.watchers`)."""
         self._control_queues: dict[str, asyncio.Queue[ControlRequest]] = {}
         self._control_workers: dict[str, asyncio.Task[None]] = {}
         self._reader: Reader | None = None
@@ -227,7 +226,6 @@ class RedisEventLog(EventLog, SharedLog):
                 await self._redis.aclose()
                 self._redis = self._client(socket_timeout=10)
                 await self._redis.initialize()
-                self._notify_soon = self._watchers.notify_soon
             await self._check_server()
         except TRANSIENT as exc:
             await self._redis.aclose()
@@ -729,8 +727,8 @@ class RedisEventLog(EventLog, SharedLog):
                         self._set_available(False)
             delay = 0.05
             self._set_available(True)
-            written = {cid for (cid, _l, _o, events, _r) in taken if events}
-            self._notify_soon(written)
+            if self._cluster:
+                self._watchers.notify_soon({cid for (cid, _l, _o, events, _r) in taken if events})
             for (cid, local, _ops, events, _record), result in zip(taken, results, strict=True):
                 status = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
                 if status == "ok":
@@ -792,13 +790,9 @@ class RedisEventLog(EventLog, SharedLog):
                 continue
             if self._held(conversation_id) is not local:
                 return
-            fresh = [e for e in map(_event_of_entry, entries) if e.seq > local.tail.committed_seq]
+            fresh = _absorb(local.tail, entries)
             if not fresh:
                 return
-            if fresh[0].seq != local.tail.committed_seq + 1:
-                local.tail.drop_hot()  # retention dropped some: storage serves reads
-            local.tail.committed(fresh)
-            local.tail.assigned_seq = max(local.tail.assigned_seq, local.tail.committed_seq)
             self._on_foreign(conversation_id, fresh)
             if len(entries) < 1000:
                 return
@@ -976,7 +970,8 @@ class RedisEventLog(EventLog, SharedLog):
                 local.tail.drop_through(int(reply[5]))
             # (the conversation is in the age index since its first commit)
             await self._wake(holder, conversation_id)
-            self._notify_soon({conversation_id})
+            if self._cluster:
+                self._watchers.notify_soon({conversation_id})
             run = reply[4].decode() or None
             return IntakeResult(outcome, seq=seq, position=int(reply[2]), run_id=run)
         return IntakeResult(outcome)
@@ -1228,11 +1223,7 @@ class RedisEventLog(EventLog, SharedLog):
         local = self._locals.get(conversation_id)
         if local is None or local.lease is not None:
             return
-        events = [event_of(i, f) for i, f in entries]
-        fresh = [e for e in events if e.seq > local.tail.committed_seq]
-        if fresh:
-            local.tail.assigned_seq = max(local.tail.assigned_seq, fresh[-1].seq)
-            local.tail.committed(fresh)
+        _absorb(local.tail, entries)
 
     def on_control_entries(self, conversation_id: str, entries: list[Any]) -> None:
         local = self._locals.get(conversation_id)
@@ -1321,14 +1312,21 @@ def _entry_order(entry_id: bytes) -> tuple[int, int]:
 
 def _sealed_again(event: StoredEvent, seq: int) -> StoredEvent:
     """``event`` numbered ``seq`` (byte for byte what COMMIT's ``reseal`` writes)."""
-    provisional = len(b"%d" % event.seq)
-    return StoredEvent(
-        seq, event.event, b"%s%d}" % (event.envelope[: -provisional - 1], seq), event.run_id
-    )
+    unsealed = event.envelope[: -len(b',"seq":%d}' % event.seq)] + b"}"
+    return StoredEvent(seq, event.event, seal_envelope(unsealed, seq), event.run_id)
 
 
-def _event_of_entry(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
-    return event_of(entry[0], entry[1])
+def _absorb(tail: ConversationTail, entries: list[Any]) -> list[StoredEvent]:
+    """Add to a tail the log entries it does not have yet; return them.
+    Entries not following its last seq (retention dropped the ones between)
+    empty its memory first: storage serves those reads."""
+    fresh = [e for e in (event_of(i, f) for i, f in entries) if e.seq > tail.committed_seq]
+    if fresh:
+        if fresh[0].seq != tail.committed_seq + 1:
+            tail.drop_hot()
+        tail.committed(fresh)
+        tail.assigned_seq = max(tail.assigned_seq, tail.committed_seq)
+    return fresh
 
 
 def event_of(entry_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis.exceptions as redis_errors
@@ -119,10 +118,3 @@ class Watchers:
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-
-
-def never(_conversation_ids: set[str]) -> None:
-    """``notify_soon`` on one Redis: its readers ``XREAD`` the logs themselves."""
-
-
-Notifier = Callable[[set[str]], None]
