@@ -40,6 +40,10 @@ end
 
 # Helpers shared by the scripts that append (COMMIT, INTAKE).
 _SEAL = """
+local function seal(unsealed, seq)
+  -- ``{"event":…,"data":…}`` with ``"seq"`` added last (as seal_envelope)
+  return string.sub(unsealed, 1, -2) .. ',"seq":' .. seq .. '}'
+end
 local function reseal(envelope, provisional, seq)
   -- an envelope sealed as ``..."seq":<provisional>}`` sealed again with ``seq``
   if tonumber(provisional) == seq then return envelope end
@@ -85,7 +89,18 @@ return 1
 """
 )
 
-ACQUIRE = """
+# Taking a free lease (ACQUIRE, INTAKE): the epoch counts the hand-overs.
+_TAKE = """
+local function take(rec, lease, owner, ttl_ms, r)
+  local epoch = redis.call('HINCRBY', rec, 'epoch', 1)
+  redis.call('SET', lease, owner .. '|' .. epoch, 'PX', ttl_ms)
+  return {'acquired', r[1], r[2], tostring(epoch)}
+end
+"""
+
+ACQUIRE = (
+    _TAKE
+    + """
 -- KEYS: rec, lease   ARGV: owner, ttl_ms
 -- -> {'gone'} | {'held', holder} | {'mine'|'acquired', record, seq, epoch}
 local r = redis.call('HMGET', KEYS[1], 'r', 'seq', 'epoch', 'del')
@@ -97,10 +112,9 @@ if holder then
   if who ~= ARGV[1] then return {'held', who} end
   return {'mine', r[1], r[2], string.sub(holder, sep + 1)}
 end
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('SET', KEYS[2], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
-return {'acquired', r[1], r[2], tostring(epoch)}
+return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], r)
 """
+)
 
 RENEW = """
 -- KEYS: lease   ARGV: value, ttl_ms   -> 1 renewed, 0 lost
@@ -245,6 +259,7 @@ return {'ok', cut, ARGV[2]}
 INTAKE = (
     _TIMES
     + _SEAL
+    + _TAKE
     + """
 -- A message for a conversation, from any process, with no lease (SPEC §4).
 -- A free lease is taken here (the caller runs the conversation); while
@@ -268,11 +283,7 @@ INTAKE = (
 local r = redis.call('HMGET', KEYS[1], 'r', 'seq', 'epoch', 'del')
 if not r[1] or r[4] == '1' then return {'gone'} end
 local holder = redis.call('GET', KEYS[3])
-if not holder then
-  local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-  redis.call('SET', KEYS[3], ARGV[1] .. '|' .. epoch, 'PX', ARGV[2])
-  return {'acquired', r[1], r[2] or '0', tostring(epoch)}
-end
+if not holder then return take(KEYS[1], KEYS[3], ARGV[1], ARGV[2], r) end
 local who = string.sub(holder, 1, string.find(holder, '|', 1, true) - 1)
 if who == ARGV[1] then return {'mine'} end
 local seen = redis.call('HGET', KEYS[8], ARGV[3])
@@ -300,8 +311,7 @@ put_item(KEYS[1], KEYS[4], KEYS[6], KEYS[7], ARGV[15], ARGV[3],
 put_item(KEYS[1], KEYS[4], KEYS[8], KEYS[9], ARGV[16], ARGV[3], '{"after":' .. since .. '}')
 local unsealed = ARGV[9] .. position .. ARGV[10]
 local retention = tonumber(ARGV[12])
-append(KEYS[2], retention, seq, 'message_queued',
-       string.sub(unsealed, 1, -2) .. ',"seq":' .. seq .. '}', run)
+append(KEYS[2], retention, seq, 'message_queued', seal(unsealed, seq), run)
 redis.call('HSET', KEYS[1], 'seq', seq)
 stamp_and_cap(KEYS[5], tonumber(ARGV[13]), seq, retention)
 local cut = 0
