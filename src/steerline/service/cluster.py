@@ -55,6 +55,7 @@ from steerline.service.conversation import (
     SubmitMode,
     accepted_result,
     check_message_size,
+    command_mode,
     decode_acceptance_point,
 )
 from steerline.service.state import QUEUE_ITEMS, SEEN_ITEMS, decode_queued, encode_queued
@@ -265,7 +266,6 @@ class RemoteConversation:
         self.pending_run_id = pending_run_id
         self.viewers = 0
         self.unloaded = False
-        self._envelope = b""
 
     @property
     def id(self) -> str:
@@ -400,7 +400,12 @@ class RemoteConversation:
             arrival=_ARRIVAL,
             interrupt=mode == "interrupt",
         )
-        translator = RunTranslator(self.id, self.record.agent_name, self._captured)
+        envelopes: list[bytes] = []
+        translator = RunTranslator(
+            self.id,
+            self.record.agent_name,
+            lambda _event, envelope, _run: envelopes.append(envelope),
+        )
         translator.task_id = self.pending_run_id
         translator.message_queued(
             message_id, "steer" if lane == "steering" else "follow_up", _POSITION
@@ -415,7 +420,7 @@ class RemoteConversation:
                 lane=lane,
                 priority=priority,
                 item=(head, middle, tail),
-                envelope=_split(self._envelope, b'"position":%d' % _POSITION),
+                envelope=_split(envelopes[0], b'"position":%d' % _POSITION),
                 max_queued=limits.max_messages,
                 queue_collection=QUEUE_ITEMS,
                 seen_collection=SEEN_ITEMS,
@@ -449,22 +454,14 @@ class RemoteConversation:
             return await self._service.get_held(self.id)
         return None  # idle, held elsewhere: the holder decides
 
-    def _captured(self, _event: EventName, envelope: bytes, _run_id: str | None) -> None:
-        self._envelope = envelope
-
     async def execute(self, command: Command, *, auto_continue: bool) -> Result:
         if isinstance(command, Steer | FollowUp) and command.expected_run_id is None:
             # a message: queued here without the lease (see submit)
             if command.id is not None:
                 check_id(command.id, "message id")
-            mode: SubmitMode = (
-                "follow_up"
-                if isinstance(command, FollowUp)
-                else ("interrupt" if command.interrupt else "steer")
-            )
             taken = await self._intake(
                 command.content,
-                mode,
+                command_mode(command),
                 command.id or new_id("msg"),
                 command.priority,
                 auto_continue,

@@ -102,6 +102,20 @@ def check_submit_mode(value: str) -> SubmitMode:
     return value
 
 
+def message_mode(follow_up: bool, interrupt: bool) -> SubmitMode:
+    """The submit mode of a steer (``interrupt``: with the immediate policy)
+    or of a follow-up."""
+    if follow_up:
+        return "follow_up"
+    return "interrupt" if interrupt else "steer"
+
+
+def command_mode(command: Steer | FollowUp) -> SubmitMode:
+    return message_mode(
+        isinstance(command, FollowUp), isinstance(command, Steer) and command.interrupt
+    )
+
+
 def check_message_size(content: str | list[UserContent], limit: int) -> None:
     """``MessageTooLargeError`` if ``content`` is over the inbox's message limit
     (``InvalidValueError`` first if it is not valid Unicode text)."""
@@ -296,7 +310,7 @@ class Conversation:
         clients were told it), not the time this process took it in."""
         for message_id in message_ids:
             logged = self._logged_elsewhere.get(message_id)
-            message = self.agent.inbox.find(message_id) if logged is not None else None
+            message = self.agent.inbox.find(message_id)
             if logged is not None and message is not None:
                 message.created_at = logged[1]
 
@@ -536,11 +550,7 @@ class Conversation:
         message = stored.message
         if self.agent.inbox.is_duplicate(message.id):
             return
-        mode: SubmitMode = (
-            "follow_up"
-            if message.lane == "follow_up"
-            else ("interrupt" if message.interrupt else "steer")
-        )
+        mode = message_mode(message.lane == "follow_up", message.interrupt)
         self._logged_elsewhere[message.id] = (queued_seq, message.created_at)
         try:
             await self.submit(
@@ -680,12 +690,7 @@ class Conversation:
                     )
                 )
             case Steer() | FollowUp():
-                interrupt = isinstance(command, Steer) and command.interrupt
-                mode: SubmitMode = (
-                    "follow_up"
-                    if isinstance(command, FollowUp)
-                    else ("interrupt" if interrupt else "steer")
-                )
+                mode = command_mode(command)
                 return self._accepted_result(
                     await self.submit(
                         command.content,

@@ -7,7 +7,8 @@ import os
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from types import TracebackType
@@ -80,6 +81,20 @@ class ServiceLimits:
 
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id('proc')}"
+
+
+@asynccontextmanager
+async def _keyed_lock(locks: dict[str, anyio.Lock], key: str) -> AsyncIterator[None]:
+    """Hold the lock of ``key`` in ``locks`` (made on first use, dropped once
+    nobody waits for it: the dict holds only keys in use, and ``key in
+    locks`` says one is)."""
+    lock = locks.setdefault(key, anyio.Lock())
+    try:
+        async with lock:
+            yield
+    finally:
+        if not lock.statistics().tasks_waiting:
+            locks.pop(key, None)
 
 
 class _LeaseLetGo(Exception):
@@ -178,25 +193,20 @@ class ConversationService:
             self._live.move_to_end(conversation_id)
             live.touch()
             return live
-        lock = self._loading.setdefault(conversation_id, anyio.Lock())
-        try:
-            async with lock:
-                live = self._live.get(conversation_id)
-                if live is None:
-                    if self.shared is not None and not self.shared.holds(conversation_id):
-                        # its lease was let go (unloaded) while this request
-                        # waited: open() takes it again, or finds its holder
-                        raise _LeaseLetGo(conversation_id)
-                    record = await self.log.get_conversation(conversation_id)
-                    if record is None:
-                        raise self._not_found(conversation_id)
-                    if record.status == "running" and self.shared is not None:
-                        # its lease was free: the process that ran it is gone
-                        await self._recover_one(record)
-                    live = await self._load(record)
-        finally:
-            if not lock.statistics().tasks_waiting:
-                self._loading.pop(conversation_id, None)
+        async with _keyed_lock(self._loading, conversation_id):
+            live = self._live.get(conversation_id)
+            if live is None:
+                if self.shared is not None and not self.shared.holds(conversation_id):
+                    # its lease was let go (unloaded) while this request
+                    # waited: open() takes it again, or finds its holder
+                    raise _LeaseLetGo(conversation_id)
+                record = await self.log.get_conversation(conversation_id)
+                if record is None:
+                    raise self._not_found(conversation_id)
+                if record.status == "running" and self.shared is not None:
+                    # its lease was free: the process that ran it is gone
+                    await self._recover_one(record)
+                live = await self._load(record)
         if live.record.tenant != tenant:
             raise self._not_found(conversation_id)
         live.touch()
@@ -461,14 +471,9 @@ class ConversationService:
                 # _LeaseLetGo to open()) instead of loading it here on a lease
                 # already let go, whose every write Redis would refuse
                 with anyio.CancelScope(shield=True):
-                    lock = self._loading.setdefault(cid, anyio.Lock())
-                    try:
-                        async with lock:
-                            if self._live.get(cid) is None and await shared.release_lease(cid):
-                                self.log.release(cid)
-                    finally:
-                        if not lock.statistics().tasks_waiting:
-                            self._loading.pop(cid, None)
+                    async with _keyed_lock(self._loading, cid):
+                        if self._live.get(cid) is None and await shared.release_lease(cid):
+                            self.log.release(cid)
 
             self._group.start_soon(release)
             return
@@ -568,9 +573,8 @@ class ConversationService:
     async def _adopt(self, conversation_id: str, queued: list[tuple[int, str]]) -> None:
         if conversation_id not in self._live and conversation_id not in self._loading:
             return  # not loaded here: loading it restores its queue from storage
-        lock = self._adopting.setdefault(conversation_id, anyio.Lock())
         try:
-            async with lock:
+            async with _keyed_lock(self._adopting, conversation_id):
                 conversation = await self.get_held(conversation_id)
                 for seq, message_id in queued:
                     if conversation.agent.inbox.is_duplicate(message_id):
@@ -584,9 +588,6 @@ class ConversationService:
             logger.warning(
                 "conversation %s: a message queued elsewhere waits: %s", conversation_id, exc
             )
-        finally:
-            if not lock.statistics().tasks_waiting:
-                self._adopting.pop(conversation_id, None)
 
     def _lease_lost(self, conversation_id: str) -> None:
         """A write was refused or the lease expired: stop the run here at once
