@@ -26,6 +26,7 @@ from steerline.log.base import (
 from steerline.log.memory import MemoryEventLog
 from steerline.log.redis import RedisEventLog
 from steerline.log.sqlite import SqliteEventLog
+from tests.server.clients import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -540,11 +541,11 @@ async def test_retention_by_age_is_swept_periodically(make_log: LogFactory) -> N
     log.append("c1", "message_chunk", envelope(0))
     await log.flush()
     clock.now = T0 + 1
-    for _ in range(500):  # a few ticks suffice; 5 s before failing
-        if await log.oldest_seq("c1") == 2:
-            break
-        await anyio.sleep(0.01)
-    assert await log.oldest_seq("c1") == 2
+
+    async def swept() -> bool:
+        return await log.oldest_seq("c1") == 2
+
+    await eventually(swept, within=5, what="the periodic sweep trimmed the idle conversation")
 
 
 async def test_redis_keys_written_before_retention_by_age_are_read_and_then_aged(
