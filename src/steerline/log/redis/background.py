@@ -104,6 +104,7 @@ class Reader:
         self._cursor = b"0-0"
         self._task: asyncio.Task[None] | None = None
         self._waking = False
+        self._wake_again = False
         self._stopping = False
         self.own_ttl = OWN_STREAM_TTL
         self.refresh_every = OWN_STREAM_REFRESH
@@ -138,15 +139,26 @@ class Reader:
             await self._client.aclose()
 
     def watch_changed(self) -> None:
-        """Wake the blocked ``XREAD`` so it reads the new set of streams."""
-        if self._waking or self._task is None:
+        """Wake the blocked ``XREAD`` so it reads the new set of streams.
+
+        A change while a wake-up is on its way asks for one more: the reader
+        may have taken the first and computed its set before this change
+        (it would then block without the new stream until ``BLOCK_MS``)."""
+        if self._task is None:
+            return
+        if self._waking:
+            self._wake_again = True
             return
         self._waking = True
         asyncio.get_running_loop().create_task(self._wake())
 
     async def _wake(self) -> None:
         try:
-            await self._log.redis.xadd(self._own, {"w": "1"}, maxlen=1000, approximate=True)
+            again = True
+            while again:
+                self._wake_again = False
+                await self._log.redis.xadd(self._own, {"w": "1"}, maxlen=1000, approximate=True)
+                again = self._wake_again
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
             pass  # the reader is failing too, and re-reads its set when it recovers
         finally:
