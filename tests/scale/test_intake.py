@@ -25,7 +25,7 @@ from tests.server.clients import eventually
 
 pytestmark = pytest.mark.anyio
 
-TTL = 1.0
+TTL = 2.0
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
@@ -90,7 +90,7 @@ async def test_a_steer_through_another_process_needs_neither_lease_nor_holder(
     and its run takes it after the tool, once."""
     a: ConversationService = await services()  # type: ignore[misc]
     b: ConversationService = await services()  # type: ignore[misc]
-    conversation = await running_a_tool(a, 1.5)
+    conversation = await running_a_tool(a, 4.0)
     cid = conversation.id
     assert isinstance(a.log, RedisEventLog) and a.log._reader is not None
     await a.log._reader.stop()
@@ -135,11 +135,12 @@ async def test_one_id_to_the_holder_and_another_process_at_once_is_queued_once(
     of the two accepts and the other answers "duplicate"."""
     a: ConversationService = await services()  # type: ignore[misc]
     b: ConversationService = await services()  # type: ignore[misc]
-    conversation = await running_a_tool(a, 1.0)
+    conversation = await running_a_tool(a, 4.0)
     cid = conversation.id
     handle = await b.open("t", cid)
     assert isinstance(handle, RemoteConversation)
     for round_ in range(8):
+        assert conversation.busy, "the run ended before the messages were sent (too slow)"
         message_id = f"twice-{round_}"
         duplicates: list[bool] = []
 
@@ -171,10 +172,11 @@ async def test_what_another_process_queues_between_two_commits_keeps_the_log_gap
     async with AsyncExitStack() as stack:
         a = await stack.enter_async_context(ConversationService(RedisEventLog(store_url)))
         b = await stack.enter_async_context(ConversationService(RedisEventLog(store_url)))
-        conversation = await running_a_tool(a, 0.5)
+        conversation = await running_a_tool(a, 3.0)
         handle = await b.open("t", conversation.id)
         assert isinstance(handle, RemoteConversation)
         for i in range(5):
+            assert conversation.busy, "the run ended before the messages were sent (too slow)"
             await handle.submit(f"more {i}", mode="follow_up", message_id=f"more-{i}")
         await wait_idle(conversation)
         from_redis = await stored_events(b, conversation.id)
