@@ -221,6 +221,7 @@ async def test_a_message_sent_while_the_owner_lies_dead_is_accepted_at_once(
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["queued"] is True and body["duplicate"] is False
+    assert [m["id"] for m in body["queue"]["follow_up"]] == ["meanwhile"]
     assert holder is not None and holder.decode().startswith(owner), (
         "accepted while the dead owner's lease still stood"
     )

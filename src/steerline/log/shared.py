@@ -107,6 +107,8 @@ class IntakeResult:
     """``QUEUED``: the run the record names as active."""
     acceptance: bytes = b""
     """``DUPLICATE``: what the dedup window stores for the id."""
+    queue: tuple[bytes, ...] = ()
+    """``QUEUED``: the stored queue items after it, in insertion order."""
 
 
 class NotHeldError(Exception):

@@ -19,7 +19,7 @@ changes nothing after its lease is gone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -37,7 +37,7 @@ from steerline.log.shared import (
     NotHeldError,
     SharedLog,
 )
-from steerline.runtime.inbox import InboxLimits, Lane, QueuedMessage
+from steerline.runtime.inbox import InboxLimits, InboxSnapshot, Lane, QueuedMessage
 from steerline.service.commands import (
     Accepted,
     Command,
@@ -428,6 +428,7 @@ class RemoteConversation:
         )
         outcome = result.outcome
         if outcome is IntakeOutcome.QUEUED:
+            queue = queue_view(result.queue)
             return Acceptance(
                 self.id,
                 message_id,
@@ -435,6 +436,7 @@ class RemoteConversation:
                 after=result.seq - 1,
                 queued=True,
                 position=result.position,
+                snapshot=InboxSnapshot(steering=queue.steering, follow_up=queue.follow_up),
                 lane=lane,
             )
         if outcome is IntakeOutcome.DUPLICATE:
@@ -469,7 +471,13 @@ class RemoteConversation:
             if isinstance(taken, Conversation):
                 return await taken.execute(command, auto_continue=auto_continue)
             if taken is not None:
-                return accepted_result(taken, await stored_queue(self._service.log, self.id))
+                snapshot = taken.snapshot
+                queue = (
+                    QueueView(steering=snapshot.steering, follow_up=snapshot.follow_up)
+                    if snapshot is not None
+                    else await stored_queue(self._service.log, self.id)
+                )
+                return accepted_result(taken, queue)
         reply = await self._call(ExecuteCall(command=command, auto_continue=auto_continue))
         if not isinstance(reply, ResultReply):
             raise StorageUnavailableError("the conversation's server sent an unexpected answer")
@@ -537,8 +545,12 @@ async def remote_view(service: Host, record: ConversationRecord) -> RemoteConver
 
 async def stored_queue(log: EventLog, conversation_id: str) -> QueueView:
     """The conversation's queue as stored (the holder's, and what intake added)."""
-    stored = [decode_queued(v) for _, v in await log.get_items(conversation_id, QUEUE_ITEMS)]
-    messages = sorted((s.message for s in stored), key=lambda m: m.sort_key())
+    return queue_view([v for _, v in await log.get_items(conversation_id, QUEUE_ITEMS)])
+
+
+def queue_view(items: Sequence[bytes]) -> QueueView:
+    """The view of stored queue items (lanes, each in delivery order)."""
+    messages = sorted((decode_queued(v).message for v in items), key=lambda m: m.sort_key())
     return QueueView(
         steering=[m.view() for m in messages if m.lane == "steering"],
         follow_up=[m.view() for m in messages if m.lane == "follow_up"],

@@ -279,7 +279,8 @@ INTAKE = (
 -- message's place in its lane).
 -- -> {'gone'} | {'acquired', record, seq, epoch} | {'mine'} | {'idle', holder}
 --    | {'duplicate', acceptance} | {'full'}
---    | {'queued', seq, position, lease value, run, last seq trimmed by age}
+--    | {'queued', seq, position, lease value, run, last seq trimmed by age,
+--       the queue's items in their order (its view for the answer)}
 local r = redis.call('HMGET', KEYS[1], 'r', 'seq', 'epoch', 'del')
 if not r[1] or r[4] == '1' then return {'gone'} end
 local holder = redis.call('GET', KEYS[3])
@@ -316,7 +317,11 @@ redis.call('HSET', KEYS[1], 'seq', seq)
 stamp_and_cap(KEYS[5], tonumber(ARGV[13]), seq, retention)
 local cut = 0
 if tonumber(ARGV[14]) > 0 then cut = trim_age(KEYS[5], KEYS[2], tonumber(ARGV[14])) end
-return {'queued', seq, position, holder, run, cut}
+local items = {}
+for i, key in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+  items[i] = redis.call('HGET', KEYS[6], key)
+end
+return {'queued', seq, position, holder, run, cut, items}
 """
 )
 

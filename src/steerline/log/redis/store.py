@@ -973,7 +973,13 @@ class RedisEventLog(EventLog, SharedLog):
             if self._cluster:
                 self._watchers.notify_soon({conversation_id})
             run = reply[4].decode() or None
-            return IntakeResult(outcome, seq=seq, position=int(reply[2]), run_id=run)
+            return IntakeResult(
+                outcome,
+                seq=seq,
+                position=int(reply[2]),
+                run_id=run,
+                queue=tuple(item for item in reply[6] if item is not None),
+            )
         return IntakeResult(outcome)
 
     async def claim(self, conversation_id: str, collection: str, message_id: str) -> bool:
