@@ -309,10 +309,17 @@ class RedisEventLog(EventLog, SharedLog):
             self._keeper.stop()
         if self._reader is not None:
             await self._reader.stop()
-        for task in [self._writer, *self._control_workers.values(), *self._catching_up]:
-            if task is not None:
-                task.cancel()
-        self._watchers.stop()
+        tasks = [
+            task
+            for task in [self._writer, *self._control_workers.values(), *self._catching_up]
+            if task is not None
+        ]
+        tasks += self._watchers.pending()
+        for task in tasks:
+            task.cancel()
+        # ended before the client closes: a command cancelled after it would
+        # open a new connection (a cluster client re-initialises), left unclosed
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._redis.aclose()
 
     @property

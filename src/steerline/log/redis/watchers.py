@@ -115,6 +115,6 @@ class Watchers:
         except _TRANSIENT as exc:  # the watchers' next refresh reads it
             logger.warning("notifying the watchers of %d logs failed: %s", len(ordered), exc)
 
-    def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+    def pending(self) -> list[asyncio.Task[None]]:
+        """The notifications in flight, for the store to cancel and await."""
+        return list(self._tasks)
